@@ -1,0 +1,1 @@
+"""The Gradio user interface. Never imports torch; knows only the Backend interface."""
