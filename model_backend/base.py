@@ -1,0 +1,168 @@
+"""The Backend interface and the types that cross it.
+
+In: a Conversation (turns of text and images, and a system prompt) and GenerationSettings.
+Out: a TextStream, an iterator of text increments that can be cancelled and that carries the
+figures of the generation (tokens, time to first token, tokens/s) once it ends.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from model_backend.errors import InputError
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message: a user question (with the images it brings) or an assistant answer."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    images: tuple[str, ...] = ()  # file paths, in the order they were given
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Everything the model sees: the system prompt and the turns, ending with a user turn."""
+
+    turns: tuple[Turn, ...]
+    system_prompt: str = ""
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(turn.images) for turn in self.turns)
+
+    @property
+    def image_paths(self) -> list[str]:
+        return [path for turn in self.turns for path in turn.images]
+
+    def check(self) -> None:
+        """Raise InputError unless this is a conversation a model can answer."""
+        if not self.turns or self.turns[-1].role != "user":
+            raise InputError("The conversation must end with a question from the user.")
+        if not self.turns[-1].text.strip():
+            raise InputError("Please type a question.")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings. Defaults are the official InternVL demo's."""
+
+    temperature: float = 0.2  # 0 means greedy decoding
+    top_p: float = 0.7
+    top_k: int = 0  # 0 means no top-k filtering
+    repetition_penalty: float = 1.1
+    max_new_tokens: int = 1024
+    max_tiles: int = 12
+
+    def check(self) -> None:
+        """Raise InputError for values no model accepts."""
+        problems = []
+        if not 0 <= self.temperature <= 2:
+            problems.append("temperature must be between 0 and 2")
+        if not 0 < self.top_p <= 1:
+            problems.append("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            problems.append("top_k must be 0 (off) or more")
+        if not 1 <= self.repetition_penalty <= 2:
+            problems.append("repetition_penalty must be between 1 and 2")
+        if not 1 <= self.max_new_tokens <= 16384:
+            problems.append("max_new_tokens must be between 1 and 16384")
+        if not 1 <= self.max_tiles <= 40:
+            problems.append("max_tiles must be between 1 and 40")
+        if problems:
+            raise InputError("Invalid settings: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Figures of one generation, shown under each answer."""
+
+    new_tokens: int
+    prompt_tokens: int
+    time_to_first_token_s: float | None
+    total_s: float
+    stopped: bool = False
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decoding speed after the first token (prefill excluded)."""
+        if self.time_to_first_token_s is None or self.new_tokens < 2:
+            return None
+        decode_s = self.total_s - self.time_to_first_token_s
+        return (self.new_tokens - 1) / decode_s if decode_s > 0 else None
+
+    def summary(self) -> str:
+        parts = [f"{self.new_tokens} tokens"]
+        if self.time_to_first_token_s is not None:
+            parts.append(f"{self.time_to_first_token_s:.2f} s to first token")
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:.1f} tokens/s")
+        if self.stopped:
+            parts.append("stopped")
+        return " · ".join(parts)
+
+
+@dataclass
+class TextStream:
+    """Text increments of one generation.
+
+    Iterate it for the increments. `close()` (also called when iteration is abandoned by a
+    `with` block or by the consumer's generator being closed) cancels the generation and waits
+    for its worker to end. `stats` is set once the stream is exhausted or closed.
+    """
+
+    pieces: Iterator[str]
+    cancel: Callable[[], None]
+    stats: GenerationStats | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        return next(self.pieces)
+
+    def close(self) -> None:
+        self.cancel()
+        close = getattr(self.pieces, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the UI shows about the model behind the backend."""
+
+    model: str
+    kind: str  # "local" or "openai"
+    device: str = ""
+    random_weights: bool = False
+    context_length: int | None = None
+
+
+class Backend(ABC):
+    """A model that answers conversations, streaming."""
+
+    info: BackendInfo
+
+    @abstractmethod
+    def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
+        """Start answering; raise InputError for input the model cannot take."""
+
+    def check_image(self, path: str | Path) -> None:
+        """Raise InputError if the file is not an image this backend can use."""
+        from model_backend.images import load_image
+
+        load_image(path)

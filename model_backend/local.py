@@ -1,0 +1,385 @@
+"""In-process backend on transformers' native InternVL (`InternVLForConditionalGeneration`).
+
+Generation runs in a worker thread that feeds a streamer; the consumer reads text increments.
+Stop is real: closing the stream sets an event that a stopping criterion checks after every
+decoding step, and the worker thread is joined before the stream's close returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+from transformers.generation.streamers import BaseStreamer
+
+from model_backend.base import (
+    Backend,
+    BackendInfo,
+    Conversation,
+    GenerationSettings,
+    GenerationStats,
+    TextStream,
+)
+from model_backend.errors import InputError, ModelLoadError
+from model_backend.images import load_image
+from model_backend.prompt import build_prompt, image_tile_budgets
+from model_backend.tiling import image_to_pixel_values
+from model_backend.tiny import RANDOM_WEIGHTS_MARKER
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "OpenGVLab/InternVL2_5-2B-MPO-hf"
+NATIVE_CHECKPOINTS = (
+    "OpenGVLab/InternVL2_5-2B-MPO-hf, OpenGVLab/InternVL2_5-8B-MPO-hf, "
+    "OpenGVLab/InternVL3-{1B,2B,8B,9B,14B,38B,78B}-hf"
+)
+# Special tokens that are markup the user should see: InternVL's grounding tags.
+VISIBLE_SPECIAL_TOKENS = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
+
+
+class GenerationError(RuntimeError):
+    """Generation failed for a reason the user can act on (the message says how)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def read_model_config(model: str) -> dict:
+    """config.json of a local folder or a Hub repo (from the cache when offline)."""
+    folder = Path(model)
+    if folder.is_dir():
+        config_path = folder / "config.json"
+        if not config_path.is_file():
+            raise ModelLoadError(f"{model} is a folder but has no config.json: not a checkpoint.")
+        return json.loads(config_path.read_text())
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return json.loads(Path(hf_hub_download(model, "config.json")).read_text())
+    except Exception as error:  # the hub client raises many kinds; all mean "cannot get it"
+        raise ModelLoadError(cannot_fetch_message(model, error)) from error
+
+
+def cannot_fetch_message(model: str, error: Exception) -> str:
+    return (
+        f"Could not load the model '{model}': it is not a local folder, and its files could not "
+        f"be downloaded from the Hugging Face Hub or found in the local cache "
+        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}). "
+        f"If this machine has no network, download the model elsewhere and pass its folder with "
+        f"--model PATH, or try the demo without any download on a tiny random-weight "
+        f"checkpoint: python -m model_backend.tiny ./tiny-model && python app.py --model "
+        f"./tiny-model"
+    )
+
+
+def check_native_format(model: str, config: dict) -> None:
+    """Refuse original-format (remote-code) checkpoints with a message that says what to do."""
+    model_type = config.get("model_type")
+    if model_type == "internvl":
+        return
+    if model_type == "internvl_chat":
+        raise ModelLoadError(
+            f"'{model}' is an original-format InternVL checkpoint (model_type 'internvl_chat', "
+            f"remote code), which does not run on current transformers. Use a native "
+            f"checkpoint instead ({NATIVE_CHECKPOINTS}), or serve this one with vLLM or LMDeploy "
+            f"and point the demo at it: python app.py --backend openai --endpoint "
+            f"http://HOST:PORT/v1"
+        )
+    raise ModelLoadError(
+        f"'{model}' is not an InternVL checkpoint (model_type '{model_type}'). Native InternVL "
+        f"checkpoints: {NATIVE_CHECKPOINTS}."
+    )
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device} was asked for, but no CUDA GPU is available.")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU."""
+    if dtype != "auto":
+        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[
+            dtype
+        ]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def check_attention(attn: str) -> None:
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ModelLoadError(
+            "--attn flash_attention_2 needs the flash-attn package (pip install flash-attn); "
+            "the default --attn sdpa needs nothing extra and is nearly as fast."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming and stopping
+
+
+class StopOnEvent(StoppingCriteria):
+    """Ends generation at the next decoding step once the event is set (the Stop button)."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        stop = self.event.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+_END = object()
+
+
+class TokenStreamer(BaseStreamer):
+    """Turns generated token ids into text increments on a queue, keeping grounding tags.
+
+    transformers' TextIteratorStreamer can only skip all special tokens or none; InternVL's
+    <ref>/<box> tags are special tokens that must survive, while <|im_end|> must not.
+    """
+
+    def __init__(self, tokenizer, hidden_ids: set[int]):
+        self.tokenizer = tokenizer
+        self.hidden_ids = hidden_ids
+        self.queue: queue.Queue = queue.Queue()
+        self.pending: list[int] = []  # tokens since the last newline
+        self.printed = 0  # characters of decode(pending) already sent
+        self.prompt_seen = False
+        self.new_tokens = 0
+        self.first_token_at: float | None = None
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:  # generate() first hands over the prompt
+            self.prompt_seen = True
+            return
+        ids = value.reshape(-1).tolist()
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.new_tokens += len(ids)
+        self.pending += [i for i in ids if i not in self.hidden_ids]
+        text = self.tokenizer.decode(self.pending, skip_special_tokens=False)
+        if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
+            return
+        self._send(text)
+        if text.endswith("\n"):
+            self.pending, self.printed = [], 0
+
+    def end(self) -> None:
+        if self.pending:
+            self._send(self.tokenizer.decode(self.pending, skip_special_tokens=False))
+        self.queue.put(_END)
+
+    def _send(self, text: str) -> None:
+        if len(text) > self.printed:
+            self.queue.put(text[self.printed :])
+            self.printed = len(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend
+
+
+@dataclass
+class PreparedInput:
+    input_ids: torch.Tensor
+    pixel_values: torch.Tensor | None
+
+
+class LocalBackend(Backend):
+    """InternVL on this machine's GPU or CPU, one generation at a time."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        dtype: str = "auto",
+        attn: str = "sdpa",
+        image_cache_size: int = 32,
+    ):
+        config = read_model_config(model)
+        check_native_format(model, config)
+        check_attention(attn)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model)
+            self.model = AutoModelForImageTextToText.from_pretrained(
+                model, dtype=self.dtype, attn_implementation=attn
+            )
+        except OSError as error:
+            raise ModelLoadError(cannot_fetch_message(model, error)) from error
+        self.model.to(self.device).eval()
+        vision = self.model.config.vision_config
+        self.tile_size = int(vision.image_size[0])
+        self.tokens_per_tile = int(self.model.config.image_seq_length)
+        self.context_length = int(self.model.config.text_config.max_position_embeddings)
+        visible = {self.tokenizer.convert_tokens_to_ids(t) for t in VISIBLE_SPECIAL_TOKENS}
+        self.hidden_ids = set(self.tokenizer.all_special_ids) - visible
+        self.stop_ids = self._stop_token_ids()
+        self.info = BackendInfo(
+            model=model,
+            kind="local",
+            device=f"{self.device} ({str(self.dtype).removeprefix('torch.')}, {attn})",
+            random_weights=Path(model, RANDOM_WEIGHTS_MARKER).is_file(),
+            context_length=self.context_length,
+        )
+        self._lock = threading.Lock()  # one generation at a time on one model
+        self._image_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._image_cache_size = image_cache_size
+
+    def _stop_token_ids(self) -> list[int]:
+        configured = self.model.generation_config.eos_token_id
+        ids = configured if isinstance(configured, list) else [configured]
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        return sorted({i for i in [*ids, im_end] if i is not None})
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def image_pixels(self, path: str, max_tiles: int) -> np.ndarray:
+        """Tiles of one image file; cached by content so later turns do not decode it again."""
+        data = Path(path).read_bytes()
+        key = (hashlib.sha1(data).hexdigest(), max_tiles, self.tile_size)
+        if key in self._image_cache:
+            self._image_cache.move_to_end(key)
+            return self._image_cache[key]
+        pixels = image_to_pixel_values(load_image(path), max_tiles, tile_size=self.tile_size)
+        self._image_cache[key] = pixels
+        while len(self._image_cache) > self._image_cache_size:
+            self._image_cache.popitem(last=False)
+        return pixels
+
+    def prepare(self, conversation: Conversation, settings: GenerationSettings) -> PreparedInput:
+        """Images -> tiles -> prompt -> token ids. Raises InputError for unusable input."""
+        conversation.check()
+        settings.check()
+        budgets = image_tile_budgets(conversation, settings.max_tiles)
+        tiles = [
+            self.image_pixels(path, budget)
+            for path, budget in zip(conversation.image_paths, budgets, strict=True)
+        ]
+        prompt = build_prompt(conversation, [len(t) for t in tiles], self.tokens_per_tile)
+        input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
+        prompt_tokens = input_ids.shape[1]
+        if prompt_tokens >= self.context_length:
+            image_tokens = sum(len(t) for t in tiles) * self.tokens_per_tile
+            raise InputError(
+                f"This conversation needs {prompt_tokens} tokens ({image_tokens} of them for "
+                f"images) but the model takes at most {self.context_length}. Lower 'Max tiles', "
+                f"remove images or start a new conversation."
+            )
+        pixel_values = None
+        if tiles:
+            pixel_values = torch.from_numpy(np.concatenate(tiles)).to(self.device, self.dtype)
+        return PreparedInput(input_ids.to(self.device), pixel_values)
+
+    def generation_kwargs(self, settings: GenerationSettings, prompt_tokens: int) -> dict:
+        kwargs = {
+            "max_new_tokens": min(settings.max_new_tokens, self.context_length - prompt_tokens),
+            "repetition_penalty": settings.repetition_penalty,
+            "eos_token_id": self.stop_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if settings.temperature > 0:
+            kwargs.update(
+                do_sample=True,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,  # 0 switches top-k off
+            )
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    # -- generation -----------------------------------------------------------------------------
+
+    def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
+        inputs = self.prepare(conversation, settings)
+        stop = threading.Event()
+        streamer = TokenStreamer(self.tokenizer, self.hidden_ids)
+        prompt_tokens = inputs.input_ids.shape[1]
+        kwargs = {
+            "input_ids": inputs.input_ids,
+            "attention_mask": torch.ones_like(inputs.input_ids),
+            "pixel_values": inputs.pixel_values,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([StopOnEvent(stop)]),
+            **self.generation_kwargs(settings, prompt_tokens),
+        }
+        failure: list[BaseException] = []
+        thread = threading.Thread(
+            target=self._generate, args=(kwargs, streamer, failure), name="internvl-generate"
+        )
+        text_stream = TextStream(pieces=iter(()), cancel=stop.set)
+
+        def pieces():
+            started = time.perf_counter()
+            with self._lock:
+                thread.start()
+                try:
+                    while (piece := streamer.queue.get()) is not _END:
+                        yield piece
+                    if failure:
+                        raise failure[0]
+                finally:
+                    stop.set()
+                    thread.join()
+                    first = streamer.first_token_at
+                    text_stream.stats = GenerationStats(
+                        new_tokens=streamer.new_tokens,
+                        prompt_tokens=prompt_tokens,
+                        time_to_first_token_s=None if first is None else first - started,
+                        total_s=time.perf_counter() - started,
+                        stopped=stop_requested.is_set(),
+                    )
+
+        # `stop` is also set at the natural end; remember whether a user asked for it.
+        stop_requested = threading.Event()
+
+        def cancel() -> None:
+            stop_requested.set()
+            stop.set()
+
+        text_stream.pieces = pieces()
+        text_stream.cancel = cancel
+        return text_stream
+
+    def _generate(self, kwargs: dict, streamer: TokenStreamer, failure: list) -> None:
+        try:
+            with torch.inference_mode():
+                self.model.generate(**kwargs)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            failure.append(
+                GenerationError(
+                    "The GPU ran out of memory for this request. Lower 'Max tiles' (or the number "
+                    "of images or frames), or start a new conversation, and try again."
+                )
+            )
+        except BaseException as error:  # handed to the consumer thread, which re-raises it
+            log.exception("generation failed")
+            failure.append(error)
+        finally:
+            streamer.end()

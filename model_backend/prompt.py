@@ -1,0 +1,120 @@
+"""Conversation -> InternVL 2.5 prompt. The one prompt builder every tab and backend uses.
+
+The format is the `internvl2_5` ChatML template with the model's own system message:
+
+    <|im_start|>system\\n{system}<|im_end|>\\n
+    <|im_start|>user\\n{images}{question}<|im_end|>\\n
+    <|im_start|>assistant\\n{answer}<|im_end|>\\n ... <|im_start|>assistant\\n
+
+Images: when the whole conversation holds one image it is written `<image>\\n`; with several, each
+is `Image-k: <image>\\n`, numbered across the conversation so a question can say "Image-3".
+Tile budgets follow the official demo worker: the images of the latest user turn that carries
+images share `max_tiles` (max(1, max_tiles // n) each); images of earlier turns get 1 tile each.
+Every `<image>` becomes `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + `</img>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from model_backend.base import Conversation, Turn
+
+# The model's own system message (InternVL 2.5 model cards and chat template).
+DEFAULT_SYSTEM_PROMPT = (
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位"
+    "联合开发的多模态大语言模型。"
+)
+IMAGE_PLACEHOLDER = "<image>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
+
+# Tokens that structure the prompt. Text from users (or earlier answers sent back through the API)
+# must not smuggle them in: an extra <IMG_CONTEXT> would break the image/token count and an extra
+# <|im_end|> would forge a turn. Grounding tags (<ref>, <box>) are legitimate input and stay.
+STRUCTURAL_TOKENS = (
+    IM_START,
+    IM_END,
+    "<|endoftext|>",
+    IMG_START,
+    IMG_END,
+    IMG_CONTEXT,
+    "<video>",
+    IMAGE_PLACEHOLDER,
+)
+
+
+def clean_text(text: str) -> str:
+    """Remove prompt-structure tokens from free text (user questions, earlier answers)."""
+    for token in STRUCTURAL_TOKENS:
+        text = text.replace(token, "")
+    return text
+
+
+def image_tile_budgets(conversation: Conversation, max_tiles: int) -> list[int]:
+    """The most tiles each image of the conversation may use, in conversation order."""
+    image_turns = [turn for turn in conversation.turns if turn.images]
+    budgets: list[int] = []
+    for turn in image_turns:
+        if turn is image_turns[-1]:
+            budgets += [max(1, max_tiles // len(turn.images))] * len(turn.images)
+        else:
+            budgets += [1] * len(turn.images)
+    return budgets
+
+
+def user_text(turn: Turn, first_number: int, numbered: bool) -> str:
+    """A user turn's text with its image placeholders in front.
+
+    `first_number` is the conversation-wide number of the turn's first image.
+    """
+    if numbered:
+        prefix = "".join(
+            f"Image-{first_number + i}: {IMAGE_PLACEHOLDER}\n" for i in range(len(turn.images))
+        )
+    else:
+        prefix = f"{IMAGE_PLACEHOLDER}\n" * len(turn.images)
+    return prefix + clean_text(turn.text)
+
+
+def chat_messages(conversation: Conversation) -> list[tuple[str, str]]:
+    """(role, text) pairs, system first, with `<image>` placeholders where images go.
+
+    This is what every backend sends: the local one expands the placeholders into image tokens;
+    a remote engine receives the images as separate parts in the same order.
+    """
+    numbered = conversation.image_count > 1
+    messages = [("system", clean_text(conversation.system_prompt))]
+    next_number = 1
+    for turn in conversation.turns:
+        if turn.role == "user":
+            messages.append(("user", user_text(turn, next_number, numbered)))
+            next_number += len(turn.images)
+        else:
+            messages.append(("assistant", clean_text(turn.text)))
+    return messages
+
+
+def image_tokens(tiles: int, tokens_per_tile: int) -> str:
+    """What one `<image>` placeholder becomes in the model's input text."""
+    return IMG_START + IMG_CONTEXT * (tokens_per_tile * tiles) + IMG_END
+
+
+def build_prompt(
+    conversation: Conversation, tiles_per_image: Sequence[int], tokens_per_tile: int = 256
+) -> str:
+    """The full model input text, ending with the assistant's opening, images expanded.
+
+    `tiles_per_image` is the actual tile count (thumbnail included) of each image, in order.
+    """
+    if len(tiles_per_image) != conversation.image_count:
+        raise ValueError(
+            f"{conversation.image_count} images in the conversation but "
+            f"{len(tiles_per_image)} tile counts"
+        )
+    parts = [f"{IM_START}{role}\n{text}{IM_END}\n" for role, text in chat_messages(conversation)]
+    text = "".join(parts) + f"{IM_START}assistant\n"
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    expanded = [pieces[0]]
+    for tiles, piece in zip(tiles_per_image, pieces[1:], strict=True):
+        expanded += [image_tokens(tiles, tokens_per_tile), piece]
+    return "".join(expanded)
