@@ -112,7 +112,9 @@ class GenerationStats:
 class TextStream:
     """Text increments of one generation.
 
-    Iterate it for the increments. `close()` (also called when iteration is abandoned by a
+    Iterate it for the increments; an empty increment means "still working" and is sent while
+    the model is busy, so the consumer stays in control (and can stop it) even during a long
+    prefill. `close()` (also called when iteration is abandoned by a
     `with` block or by the consumer's generator being closed) cancels the generation and waits
     for its worker to end. `stats` is set once the stream is exhausted or closed.
     """

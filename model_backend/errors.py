@@ -10,3 +10,10 @@ class InputError(ValueError):
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message is a paragraph meant for the terminal."""
+
+
+class GenerationError(RuntimeError):
+    """Generation failed for a reason the user can act on (out of memory, engine down, ...).
+
+    The message says what happened and what to try.
+    """

@@ -34,8 +34,9 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
             width, height = image.size
             if width * height > max_pixels:
                 raise InputError(
-                    f"The image {name} is {width}x{height} = {width * height / 1e6:.0f} megapixels; "
-                    f"the limit is {max_pixels / 1e6:.0f} megapixels. Please resize it."
+                    f"The image {name} is {width}x{height} = {width * height / 1e6:.0f} "
+                    f"megapixels; the limit is {max_pixels / 1e6:.0f} megapixels. "
+                    f"Please resize it."
                 )
             image.load()
     except InputError:

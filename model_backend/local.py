@@ -36,7 +36,7 @@ from model_backend.base import (
     GenerationStats,
     TextStream,
 )
-from model_backend.errors import InputError, ModelLoadError
+from model_backend.errors import GenerationError, InputError, ModelLoadError
 from model_backend.images import load_image
 from model_backend.prompt import build_prompt, image_tile_budgets
 from model_backend.tiling import image_to_pixel_values
@@ -51,10 +51,6 @@ NATIVE_CHECKPOINTS = (
 )
 # Special tokens that are markup the user should see: InternVL's grounding tags.
 VISIBLE_SPECIAL_TOKENS = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
-
-
-class GenerationError(RuntimeError):
-    """Generation failed for a reason the user can act on (the message says how)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +148,10 @@ class StopOnEvent(StoppingCriteria):
 
 
 _END = object()
+MAX_HELD_TOKENS = 4
+# While the model is busy (a long prefill), the stream yields "" this often, so that whoever
+# iterates it regains control and can be closed (Gradio cannot close a generator mid-step).
+KEEPALIVE_S = 0.25
 
 
 class TokenStreamer(BaseStreamer):
@@ -168,6 +168,7 @@ class TokenStreamer(BaseStreamer):
         self.pending: list[int] = []  # tokens since the last newline
         self.printed = 0  # characters of decode(pending) already sent
         self.prompt_seen = False
+        self.held = 0  # increments held back waiting for the rest of a UTF-8 character
         self.new_tokens = 0
         self.first_token_at: float | None = None
 
@@ -181,8 +182,13 @@ class TokenStreamer(BaseStreamer):
         self.new_tokens += len(ids)
         self.pending += [i for i in ids if i not in self.hidden_ids]
         text = self.tokenizer.decode(self.pending, skip_special_tokens=False)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
+        # An incomplete UTF-8 character decodes as U+FFFD: wait for its other bytes, but not
+        # forever (a character has at most 4 bytes; garbage bytes would otherwise stall the
+        # stream until the end).
+        if text.endswith("\ufffd") and self.held < MAX_HELD_TOKENS:
+            self.held += 1
             return
+        self.held = 0
         self._send(text)
         if text.endswith("\n"):
             self.pending, self.printed = [], 0
@@ -339,7 +345,14 @@ class LocalBackend(Backend):
             with self._lock:
                 thread.start()
                 try:
-                    while (piece := streamer.queue.get()) is not _END:
+                    while True:
+                        try:
+                            piece = streamer.queue.get(timeout=KEEPALIVE_S)
+                        except queue.Empty:
+                            yield ""  # keep-alive
+                            continue
+                        if piece is _END:
+                            break
                         yield piece
                     if failure:
                         raise failure[0]

@@ -83,7 +83,9 @@ def chat_messages(conversation: Conversation) -> list[tuple[str, str]]:
     a remote engine receives the images as separate parts in the same order.
     """
     numbered = conversation.image_count > 1
-    messages = [("system", clean_text(conversation.system_prompt))]
+    system = clean_text(conversation.system_prompt).strip()
+    # The reference always sends a system message; a user who empties it gets none at all.
+    messages = [("system", system)] if system else []
     next_number = 1
     for turn in conversation.turns:
         if turn.role == "user":

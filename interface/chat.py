@@ -1,0 +1,439 @@
+"""Chat controls shared by every tab: settings, conversation state, streaming, Stop.
+
+A tab supplies how a new user turn is collected (its media inputs); everything else, from the
+chatbot to Regenerate/Undo/Clear and the Stop that really stops the model, lives here once.
+
+The conversation is kept in a gr.State as a list of turn dicts
+`{"role": "user" | "assistant", "text": str, "images": [paths], "stats": str | None}`;
+the chatbot display is always derived from it (`to_chatbot`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+
+import gradio as gr
+
+from interface.rendering import LATEX_DELIMITERS, render_answer, stats_line
+from model_backend.base import (
+    Backend,
+    Conversation,
+    GenerationSettings,
+    GenerationStats,
+    TextStream,
+    Turn,
+)
+from model_backend.errors import GenerationError, InputError
+
+log = logging.getLogger(__name__)
+
+MODEL_QUEUE = "model"  # one concurrency group for every event that runs the model
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+@dataclass
+class SettingsControls:
+    """The settings accordion's components, in GenerationSettings field order after the prompt."""
+
+    system_prompt: gr.Textbox
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    repetition_penalty: gr.Slider
+    max_new_tokens: gr.Slider
+    max_tiles: gr.Slider
+
+    def components(self) -> list[gr.components.Component]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+def build_settings(
+    defaults: GenerationSettings, system_prompt: str, prefix: str, max_tiles_label: str = ""
+) -> SettingsControls:
+    """The settings accordion, with the reference's defaults."""
+    with gr.Accordion("Settings", open=False, elem_id=f"{prefix}-settings"):
+        prompt = gr.Textbox(
+            system_prompt, label="System prompt", lines=3, elem_id=f"{prefix}-system-prompt"
+        )
+        controls = SettingsControls(
+            system_prompt=prompt,
+            temperature=gr.Slider(
+                0, 1.5, defaults.temperature, step=0.05, label="Temperature (0 = greedy)"
+            ),
+            top_p=gr.Slider(0.05, 1, defaults.top_p, step=0.05, label="Top-p"),
+            top_k=gr.Slider(0, 100, defaults.top_k, step=1, label="Top-k (0 = off)"),
+            repetition_penalty=gr.Slider(
+                1.0, 1.5, defaults.repetition_penalty, step=0.01, label="Repetition penalty"
+            ),
+            max_new_tokens=gr.Slider(
+                16, 4096, defaults.max_new_tokens, step=16, label="Max new tokens"
+            ),
+            max_tiles=gr.Slider(
+                1, 24, defaults.max_tiles, step=1, label=max_tiles_label or "Max tiles per image"
+            ),
+        )
+    return controls
+
+
+def make_settings(
+    temperature: float,
+    top_p: float,
+    top_k: float,
+    repetition_penalty: float,
+    max_new_tokens: float,
+    max_tiles: float,
+) -> GenerationSettings:
+    """GenerationSettings from UI/API values (sliders deliver floats), checked."""
+    settings = GenerationSettings(
+        temperature=float(temperature),
+        top_p=float(top_p),
+        top_k=int(top_k),
+        repetition_penalty=float(repetition_penalty),
+        max_new_tokens=int(max_new_tokens),
+        max_tiles=int(max_tiles),
+    )
+    settings.check()
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversation state <-> backend and display
+
+
+def user_turn(text: str, images: list[str] | tuple[str, ...] = ()) -> dict:
+    return {"role": "user", "text": text, "images": list(images), "stats": None}
+
+
+def assistant_turn(text: str, stats: str | None = None) -> dict:
+    return {"role": "assistant", "text": text, "images": [], "stats": stats}
+
+
+def to_conversation(turns: list[dict], system_prompt: str) -> Conversation:
+    return Conversation(
+        turns=tuple(Turn(t["role"], t["text"], tuple(t.get("images") or ())) for t in turns),
+        system_prompt=system_prompt,
+    )
+
+
+def to_chatbot(turns: list[dict]) -> list[dict]:
+    """Chatbot messages for the conversation: images shown in the user's bubble."""
+    messages = []
+    for turn in turns:
+        if turn["role"] == "user":
+            content: list = [{"path": path} for path in turn.get("images") or ()]
+            if turn["text"]:
+                content.append(turn["text"])
+            messages.append({"role": "user", "content": content})
+        else:
+            text = render_answer(turn["text"])
+            if turn.get("stats"):
+                text += stats_line(turn["stats"])
+            messages.append({"role": "assistant", "content": text or "…"})
+    return messages
+
+
+def history_to_turns(history: list | None) -> list[dict]:
+    """API history (`[{"role": ..., "content": ...}]`, text content) -> turn dicts.
+
+    Content may also be Gradio's normalised list of blocks; only text blocks are read (files in
+    API history are ignored: images come through the endpoint's own image parameters).
+    """
+    turns = []
+    for message in history or []:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InputError(
+                'history must be a list of {"role": "user" | "assistant", "content": "..."} '
+                "messages."
+            )
+        content = message.get("content", "")
+        if isinstance(content, list):
+            content = "\n".join(
+                block.get("text", "") if isinstance(block, dict) else str(block)
+                for block in content
+                if isinstance(block, str) or (isinstance(block, dict) and "text" in block)
+            )
+        turns.append({"role": message["role"], "text": str(content), "images": [], "stats": None})
+    return turns
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming
+
+
+class ActiveStreams:
+    """The running generation of each browser session and tab, so Stop can end it at once.
+
+    Gradio's `cancels=` abandons the event handler; this also tells the model to stop, without
+    waiting for the handler to notice.
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[str, TextStream] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: str, stream: TextStream) -> None:
+        with self._lock:
+            self._streams[key] = stream
+
+    def remove(self, key: str, stream: TextStream) -> None:
+        with self._lock:
+            if self._streams.get(key) is stream:
+                del self._streams[key]
+
+    def stop(self, key: str) -> bool:
+        with self._lock:
+            stream = self._streams.get(key)
+        if stream is None:
+            return False
+        stream.cancel()
+        return True
+
+
+ACTIVE_STREAMS = ActiveStreams()
+
+
+def stream_answer(
+    backend: Backend,
+    conversation: Conversation,
+    settings: GenerationSettings,
+    on_start: Callable[[TextStream], None] = lambda stream: None,
+) -> Iterator[tuple[str, GenerationStats | None]]:
+    """Yield (answer so far, None) while streaming, then (answer, stats) once at the end.
+
+    Closing this generator (Stop, a cancelled API job, a closed page) stops the model.
+    """
+    stream = backend.stream(conversation, settings)
+    on_start(stream)
+    text = ""
+    try:
+        for piece in stream:
+            text += piece
+            yield text, None
+    finally:
+        stream.close()
+    yield text, stream.stats
+
+
+def user_message(error: Exception) -> str:
+    """What to tell the user about a failed request."""
+    if isinstance(error, InputError | GenerationError):
+        return str(error)
+    return f"Generation failed ({type(error).__name__}: {error}). The conversation is kept."
+
+
+# ---------------------------------------------------------------------------------------------
+# The chat panel
+
+
+class ChatPanel:
+    """Chatbot, textbox and buttons of one tab, wired to the backend.
+
+    `collect_turn(message, turns, *media_values)` builds the new user turn dict from the
+    textbox value and the tab's media inputs, or raises InputError.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        name: str,
+        collect_turn: Callable[..., dict],
+        placeholder: str,
+        file_types: list[str] | None = None,
+        concurrency_limit: int = 1,
+    ):
+        self.backend = backend
+        self.name = name
+        self.collect_turn = collect_turn
+        self.concurrency_limit = concurrency_limit
+        self.generation_events: list = []
+        self.state = gr.State([])
+        self.chatbot = gr.Chatbot(
+            elem_id=f"{name}-chatbot",
+            label="Conversation",
+            height=520,
+            latex_delimiters=LATEX_DELIMITERS,
+            buttons=["copy", "copy_all"],
+            placeholder=placeholder,
+            feedback_options=None,
+        )
+        self.textbox = gr.MultimodalTextbox(
+            elem_id=f"{name}-input",
+            placeholder="Ask a question and press Enter",
+            file_types=file_types or ["image"],
+            file_count="single",
+            sources=["upload"],
+            show_label=False,
+            submit_btn="Send",
+        )
+        with gr.Row():
+            self.stop_btn = gr.Button(
+                "⏹ Stop", variant="stop", visible=False, elem_id=f"{name}-stop"
+            )
+            self.regenerate_btn = gr.Button("🔄 Regenerate", elem_id=f"{name}-regenerate")
+            self.undo_btn = gr.Button("↩️ Undo", elem_id=f"{name}-undo")
+            self.clear_btn = gr.Button("🗑️ Clear", elem_id=f"{name}-clear")
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    @property
+    def busy_outputs(self) -> list:
+        return [self.textbox, self.stop_btn, self.regenerate_btn, self.undo_btn, self.clear_btn]
+
+    @staticmethod
+    def busy(is_busy: bool) -> tuple:
+        """Updates for busy_outputs: while the model runs only Stop is usable."""
+        return (
+            gr.MultimodalTextbox(interactive=not is_busy),
+            gr.Button(visible=is_busy),
+            *(gr.Button(interactive=not is_busy) for _ in range(3)),
+        )
+
+    def wire(
+        self,
+        settings: SettingsControls,
+        media_inputs: list,
+        media_outputs: list,
+        clear_media: Callable[[], tuple],
+    ) -> None:
+        """Connect the events. `media_outputs` get `clear_media()` on Clear."""
+        hidden = {"api_visibility": "private"}
+        submitted = self.textbox.submit(
+            self.add_turn,
+            [self.textbox, self.state, *media_inputs],
+            [self.state, self.chatbot, self.textbox],
+            queue=False,
+            **hidden,
+        )
+        self._generate_after(submitted, settings)
+
+        for trigger in (self.regenerate_btn.click, self.chatbot.retry):
+            retried = trigger(
+                self.drop_answer, [self.state], [self.state, self.chatbot], queue=False, **hidden
+            )
+            self._generate_after(retried, settings)
+
+        for trigger in (self.undo_btn.click, self.chatbot.undo):
+            trigger(
+                self.undo,
+                [self.state],
+                [self.state, self.chatbot, self.textbox],
+                queue=False,
+                **hidden,
+            )
+
+        def clear():
+            return [], [], None, *clear_media()
+
+        for trigger in (self.clear_btn.click, self.chatbot.clear):
+            trigger(
+                clear,
+                None,
+                [self.state, self.chatbot, self.textbox, *media_outputs],
+                queue=False,
+                **hidden,
+            )
+
+        self.stop_btn.click(
+            self.stop, None, None, cancels=self.generation_events, queue=False, **hidden
+        )
+
+    def _generate_after(self, event, settings: SettingsControls) -> None:
+        hidden = {"api_visibility": "private"}
+        running = event.success(
+            lambda: self.busy(True), None, self.busy_outputs, queue=False, **hidden
+        )
+        generation = running.then(
+            self.respond,
+            [self.state, *settings.components()],
+            [self.state, self.chatbot, self.textbox],
+            concurrency_id=MODEL_QUEUE,
+            concurrency_limit=self.concurrency_limit,
+            show_progress="minimal",
+            **hidden,
+        )
+        generation.then(lambda: self.busy(False), None, self.busy_outputs, queue=False, **hidden)
+        self.generation_events.append(generation)
+
+    # -- handlers -------------------------------------------------------------------------------
+
+    def key(self, request: gr.Request | None) -> str:
+        session = getattr(request, "session_hash", None) or "no-session"
+        return f"{session}/{self.name}"
+
+    def add_turn(self, message: dict | None, turns: list[dict], *media_values):
+        """Append the user's turn (validated) and clear the textbox."""
+        message = message or {"text": "", "files": []}
+        try:
+            turn = self.collect_turn(message, turns, *media_values)
+            for path in turn["images"]:
+                self.backend.check_image(path)
+        except InputError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        turns = [*turns, turn]
+        return turns, to_chatbot(turns), gr.MultimodalTextbox(value=None)
+
+    def drop_answer(self, turns: list[dict]):
+        """Regenerate: forget the last answer, keep the question."""
+        if not turns or turns[-1]["role"] != "assistant":
+            raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
+        turns = turns[:-1]
+        return turns, to_chatbot(turns)
+
+    def undo(self, turns: list[dict]):
+        """Remove the last question and its answer; the question goes back into the textbox."""
+        if turns and turns[-1]["role"] == "assistant":
+            turns = turns[:-1]
+        if not turns:
+            return [], [], gr.MultimodalTextbox()
+        question = turns[-1]
+        turns = turns[:-1]
+        return turns, to_chatbot(turns), gr.MultimodalTextbox(value={"text": question["text"]})
+
+    def stop(self, request: gr.Request) -> None:
+        ACTIVE_STREAMS.stop(self.key(request))
+
+    def respond(self, turns: list[dict], system_prompt: str, *values, request: gr.Request):
+        """Stream the answer into the chat; on failure keep the conversation and explain."""
+        if not turns or turns[-1]["role"] != "user":
+            return
+        key = self.key(request)
+        started: list[TextStream] = []
+
+        def register(stream: TextStream) -> None:
+            started.append(stream)
+            ACTIVE_STREAMS.add(key, stream)
+
+        try:
+            settings = make_settings(*values)
+            conversation = to_conversation(turns, system_prompt)
+            for text, stats in stream_answer(self.backend, conversation, settings, register):
+                answer = assistant_turn(text, stats.summary() if stats else None)
+                shown = [*turns, answer]
+                yield shown, to_chatbot(shown), gr.skip()
+        except Exception as error:
+            if not isinstance(error, InputError | GenerationError):
+                log.exception("generation failed")
+            # Keep everything before the failed question; give the question back to edit.
+            kept, failed = turns[:-1], turns[-1]
+            yield kept, to_chatbot(kept), gr.MultimodalTextbox(value={"text": failed["text"]})
+            raise gr.Error(user_message(error), print_exception=False) from None
+        finally:
+            for stream in started:
+                ACTIVE_STREAMS.remove(key, stream)
+
+
+def api_answer(backend: Backend, conversation: Conversation, settings: GenerationSettings):
+    """Generator for API endpoints: the answer so far, as plain text, then the final answer."""
+    try:
+        for text, _stats in stream_answer(backend, conversation, settings):
+            yield text
+    except Exception as error:
+        if not isinstance(error, InputError | GenerationError):
+            log.exception("generation failed")
+        raise gr.Error(user_message(error), print_exception=False) from None

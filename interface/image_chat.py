@@ -1,0 +1,150 @@
+"""The Image chat tab and its `/image_chat` API endpoint."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from interface.chat import (
+    MODEL_QUEUE,
+    ChatPanel,
+    api_answer,
+    build_settings,
+    history_to_turns,
+    make_settings,
+    to_conversation,
+    user_turn,
+)
+from interface.examples import tab_examples
+from model_backend.base import Backend, GenerationSettings
+from model_backend.errors import InputError
+
+
+def collect_image_turn(message: dict, turns: list[dict], image: str | None) -> dict:
+    """The new user turn: the question, plus the image if the conversation does not hold it yet.
+
+    An image attached in the textbox takes precedence over the image box.
+    """
+    text = (message.get("text") or "").strip()
+    if not text:
+        raise InputError("Please type a question.")
+    attached = list(message.get("files") or [])
+    if attached:
+        return user_turn(text, attached[-1:])
+    sent = {path for turn in turns for path in turn["images"]}
+    if image and image not in sent:
+        return user_turn(text, [image])
+    if not sent:
+        raise InputError("Please add an image first (upload, paste or webcam).")
+    return user_turn(text, [])
+
+
+def image_chat_turns(image: str | None, question: str, history: list | None) -> list[dict]:
+    """API: history + question, with the image attached to the first user turn."""
+    turns = history_to_turns(history)
+    if not image:
+        raise InputError("image is required: pass a file with gradio_client.handle_file(path).")
+    turns.append(user_turn((question or "").strip()))
+    first_user = next(t for t in turns if t["role"] == "user")
+    first_user["images"] = [image]
+    return turns
+
+
+def build_image_chat_tab(
+    backend: Backend,
+    defaults: GenerationSettings,
+    system_prompt: str,
+    concurrency_limit: int,
+) -> None:
+    """Image chat: one image (replaceable), multi-turn questions about it."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            image = gr.Image(
+                type="filepath",
+                sources=["upload", "clipboard", "webcam"],
+                label="Image",
+                image_mode=None,  # hand over the file as uploaded; the backend converts it
+                elem_id="image-chat-image",
+                height=340,
+            )
+            settings = build_settings(defaults, system_prompt, prefix="image-chat")
+        with gr.Column(scale=3, min_width=400):
+            panel = ChatPanel(
+                backend,
+                name="image-chat",
+                collect_turn=collect_image_turn,
+                placeholder="**Image chat** · add an image on the left, then ask about it.",
+                concurrency_limit=concurrency_limit,
+            )
+    examples = tab_examples("image_chat")
+    if examples:
+        gr.Examples(
+            examples=[[entry["files"][0], {"text": entry["text"]}] for entry in examples],
+            inputs=[image, panel.textbox],
+            label="Examples (click one, then press Send)",
+            cache_examples=False,
+        )
+    panel.wire(
+        settings,
+        media_inputs=[image],
+        media_outputs=[image],
+        clear_media=lambda: (None,),
+    )
+    add_image_chat_api(backend, system_prompt, concurrency_limit)
+
+
+def add_image_chat_api(
+    backend: Backend, default_system_prompt: str, concurrency_limit: int
+) -> None:
+    """`/image_chat`: stream an answer about one image; each output is the answer so far."""
+
+    def image_chat(
+        image: str | None,
+        question: str,
+        history: list | None = None,
+        system_prompt: str = "",
+        max_new_tokens: float = 1024,
+        temperature: float = 0.2,
+        top_p: float = 0.7,
+        top_k: float = 0,
+        repetition_penalty: float = 1.1,
+        max_tiles: float = 12,
+    ):
+        """Answer `question` about `image`, after the earlier turns in `history`."""
+        try:
+            turns = image_chat_turns(image, question, history)
+            backend.check_image(image)
+            settings = make_settings(
+                temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles
+            )
+            conversation = to_conversation(turns, system_prompt)
+            conversation.check()
+        except InputError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        yield from api_answer(backend, conversation, settings)
+
+    defaults = GenerationSettings()
+    with gr.Column(visible=False):
+        inputs = [
+            # A File, not an Image: Gradio would decode an Image itself and fail with its own
+            # error on a broken file; the backend's loader gives the user a clear message.
+            gr.File(label="image", file_types=["image"]),
+            gr.Textbox(label="question"),
+            gr.JSON(label="history"),
+            gr.Textbox(default_system_prompt, label="system_prompt"),
+            gr.Number(defaults.max_new_tokens, label="max_new_tokens"),
+            gr.Number(defaults.temperature, label="temperature"),
+            gr.Number(defaults.top_p, label="top_p"),
+            gr.Number(defaults.top_k, label="top_k"),
+            gr.Number(defaults.repetition_penalty, label="repetition_penalty"),
+            gr.Number(defaults.max_tiles, label="max_tiles"),
+        ]
+        answer = gr.Textbox(label="answer")
+        trigger = gr.Button()
+    trigger.click(
+        image_chat,
+        inputs,
+        answer,
+        api_name="image_chat",
+        concurrency_id=MODEL_QUEUE,
+        concurrency_limit=concurrency_limit,
+    )

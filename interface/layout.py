@@ -1,0 +1,50 @@
+"""The whole app: a header and one tab per way of chatting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from interface.image_chat import build_image_chat_tab
+from model_backend.base import Backend, GenerationSettings
+from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
+
+TITLE = "InternVL 2.5 demo"
+CSS = """
+#header-note { font-size: 0.9em; opacity: 0.85; }
+.message sub { opacity: 0.65; }
+"""
+
+
+@dataclass(frozen=True)
+class UIOptions:
+    """What the UI needs to know besides the backend."""
+
+    defaults: GenerationSettings = field(default_factory=GenerationSettings)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    concurrency_limit: int = 1  # generations at once (the model queue is shared by all tabs)
+
+
+def header_markdown(backend: Backend) -> str:
+    info = backend.info
+    lines = [f"# {TITLE}", f"Model: `{info.model}` · {info.kind} · {info.device}".rstrip(" ·")]
+    if info.random_weights:
+        lines.append(
+            "⚠️ **This checkpoint has random weights** (written by `python -m model_backend.tiny`):"
+            " everything works, but the answers are noise. Start the app with a real model, for"
+            " example `python app.py --model OpenGVLab/InternVL2_5-2B-MPO-hf`."
+        )
+    return "\n\n".join(lines)
+
+
+def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
+    """Build the Gradio app around a backend (the caller queues and launches it)."""
+    options = options or UIOptions()
+    with gr.Blocks(title=TITLE, fill_width=True) as demo:
+        gr.Markdown(header_markdown(backend), elem_id="header-note")
+        with gr.Tabs(), gr.Tab("Image chat", id="image-chat"):
+            build_image_chat_tab(
+                backend, options.defaults, options.system_prompt, options.concurrency_limit
+            )
+    return demo

@@ -1,0 +1,60 @@
+"""Model text -> what the chat shows. Pure functions, no Gradio objects."""
+
+from __future__ import annotations
+
+from model_backend.grounding import grounding_spans
+
+# Inline and display maths, as InternVL writes them ($...$, $$...$$, \(...\), \[...\]).
+LATEX_DELIMITERS = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "$", "right": "$", "display": False},
+    {"left": "\\(", "right": "\\)", "display": False},
+    {"left": "\\[", "right": "\\]", "display": True},
+]
+
+
+def format_box(box: tuple[float, float, float, float]) -> str:
+    return "[" + ", ".join(f"{round(v)}" for v in box) + "]"
+
+
+def render_answer(text: str) -> str:
+    """Markdown for an answer: grounding markup shown as a bold label with its boxes.
+
+    `<ref>cat</ref><box>[[1, 2, 3, 4]]</box>` becomes **cat** `[1, 2, 3, 4]` (0-1000 units),
+    so no raw tags reach the chat (Gradio 6 would otherwise render them as HTML tags). An
+    unfinished tag at the end of a streaming answer is hidden until it closes.
+    """
+    out: list[str] = []
+    position = 0
+    for span in grounding_spans(text):
+        out.append(text[position : span.start])
+        label = f"**{span.label}**" if span.label else ""
+        boxes = " ".join(f"`{format_box(box)}`" for box in span.boxes)
+        out.append(" ".join(part for part in (label, boxes) if part))
+        position = span.end
+    out.append(hide_unfinished_tag(text[position:]))
+    return "".join(out)
+
+
+GROUNDING_OPENERS = ("<ref>", "<box>", "<quad>")
+
+
+def hide_unfinished_tag(tail: str) -> str:
+    """Cut a trailing grounding tag that has not closed yet (streaming), and stray tags."""
+    cut = max(tail.rfind(opener) for opener in GROUNDING_OPENERS)
+    if cut != -1:
+        tail = tail[:cut]
+    # A tag cut in the middle by streaming, e.g. "<re" or "<bo".
+    for opener in GROUNDING_OPENERS:
+        for length in range(len(opener) - 1, 0, -1):
+            if tail.endswith(opener[:length]):
+                tail = tail[:-length]
+                break
+    for tag in ("</ref>", "</box>", "</quad>"):
+        tail = tail.replace(tag, "")
+    return tail
+
+
+def stats_line(summary: str) -> str:
+    """The small line under an answer: tokens, time to first token, tokens/s."""
+    return f"\n\n<sub>{summary}</sub>"

@@ -1,0 +1,414 @@
+"""Video input for InternVL: the reference's frame sampling and a seek-aware PyAV reader.
+
+- `sample_frame_indices`: InternVL's `get_index`, number for number.
+- `probe_video`: cheap facts about a file (frame count, fps, duration, size, rotation).
+- `read_frames`: decodes only the sampled frames, upright, with their stream timestamps.
+
+decord is deliberately not used: PyAV is the one backend, so there is one code path to test,
+and the seeking below already keeps time and memory independent of the video's length.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from model_backend.errors import InputError
+
+__all__ = ["VideoInfo", "probe_video", "read_frames", "sample_frame_indices"]
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+DEFAULT_MAX_DURATION_S = 3 * 3600
+
+# Decoding through a gap is cheaper than seeking until the gap is a couple of seconds (or a few
+# keyframe intervals: a seek lands on the keyframe before the target, so a shorter hop re-decodes).
+_SEEK_GAP_S = Fraction(2)
+# A decode that ends this much before the stream's declared end means the file was cut short.
+_TRUNCATION_SLACK_S = Fraction(1)
+
+# PIL transposes that turn a stored picture into the displayed one, by clockwise display rotation.
+_UPRIGHT = {
+    90: Image.Transpose.ROTATE_270,  # PIL's ROTATE_* turn counter-clockwise
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """Facts about a video file, from `probe_video`.
+
+    `width`/`height` are as displayed, i.e. the size of the images `read_frames` returns.
+    `rotation` is how far a player turns the stored picture clockwise (0, 90, 180 or 270);
+    a phone video shot upright has 90.
+    """
+
+    total_frames: int
+    fps: float
+    duration_s: float
+    width: int
+    height: int
+    rotation: int
+
+
+@dataclass(frozen=True)
+class _Probe:
+    """`VideoInfo` plus the exact numbers the decoder needs."""
+
+    info: VideoInfo
+    fps: Fraction  # exact average rate: frame i of a constant-rate file starts at i / fps
+    stream_end_s: Fraction | None  # the video stream's own declared end, when it has one
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame sampling (pure)
+
+
+def _fmt_s(seconds: float) -> str:
+    """Seconds for a message: '1.2 s', or '5400 s (1:30:00)' for long videos."""
+    text = f"{round(float(seconds), 2):g} s"
+    if seconds >= 60:
+        minutes, secs = divmod(round(seconds), 60)
+        hours, minutes = divmod(minutes, 60)
+        text += f" ({hours}:{minutes:02d}:{secs:02d})" if hours else f" ({minutes}:{secs:02d})"
+    return text
+
+
+def _check_bound(start: float | None, end: float | None, duration_s: float) -> None:
+    """Reject time ranges that cannot select anything; partial overlaps are clamped later."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"The {name} time must be a number of seconds, not {value}.")
+    if start is not None and end is not None and start >= end:
+        raise InputError(
+            f"The start time ({_fmt_s(start)}) must be before the end time ({_fmt_s(end)}). "
+            f"The video is {_fmt_s(duration_s)} long."
+        )
+    if start is not None and start >= duration_s:
+        raise InputError(
+            f"The start time ({_fmt_s(start)}) is past the end of the video, "
+            f"which is {_fmt_s(duration_s)} long."
+        )
+
+
+def sample_frame_indices(
+    total_frames: int,
+    fps: float,
+    num_segments: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[int]:
+    """Pick `num_segments` frame indices, one from the middle of each equal segment.
+
+    This is InternVL's reference `get_index` (same arithmetic, Python's banker's `round`), so
+    the model sees the frames it was evaluated with. `start`/`end` are seconds; `None` means
+    the video's start/end. A range that sticks out of the video is clamped, as the reference
+    does; one that selects nothing raises `InputError`.
+    """
+    if num_segments < 1:
+        raise InputError(f"The number of frames to sample must be at least 1, not {num_segments}.")
+    if total_frames < 1:
+        raise InputError("The video contains no frames.")
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"The video's frame rate ({fps}) is unusable.")
+    _check_bound(start, end, total_frames / fps)
+    last = total_frames - 1
+    start_idx = 0 if start is None else max(0, round(start * fps))
+    end_idx = last if end is None else min(round(end * fps), last)
+    if start_idx > end_idx:
+        raise InputError(
+            f"The time range {_fmt_s(start or 0)} to "
+            f"{'the end' if end is None else _fmt_s(end)} lies outside the video, "
+            f"which is {_fmt_s(total_frames / fps)} long."
+        )
+    seg = (end_idx - start_idx) / num_segments
+    return [int(start_idx + seg / 2 + round(seg * k)) for k in range(num_segments)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening and probing
+
+
+@contextmanager
+def _opened(path: str | os.PathLike[str]) -> Iterator[av.container.InputContainer]:
+    """Open `path` for reading; any FFmpeg failure inside the block becomes an InputError."""
+    name = Path(path).name
+    if not Path(path).is_file():
+        raise InputError(f"The video file {name!r} does not exist (was the upload interrupted?).")
+    try:
+        with av.open(str(path), mode="r") as container:
+            yield container
+    except av.FFmpegError as e:
+        # Broken headers, truncated data and non-video files all surface here.
+        raise InputError(
+            f"Could not read {name!r}: it is not a video file, or it is damaged or incomplete. "
+            "Try re-saving it as an MP4 (H.264) file."
+        ) from e
+
+
+def _video_stream(container: av.container.InputContainer, name: str) -> av.VideoStream:
+    """The first real video stream (cover art in audio files is a 'video' stream too)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    kinds = sorted({s.type for s in container.streams})
+    found = f"; it only contains {' and '.join(kinds)}" if kinds else ""
+    raise InputError(f"{name!r} has no video stream{found}. Please upload a video.")
+
+
+def _clockwise(frame: av.VideoFrame) -> int:
+    """The frame's display rotation, clockwise, snapped to 0/90/180/270.
+
+    FFmpeg attaches the container's display matrix to each decoded frame; `frame.rotation`
+    is its counter-clockwise angle (the classic 'rotate=90' tag reads as -90).
+    """
+    return (-round(frame.rotation / 90) * 90) % 360
+
+
+def _scan(
+    container: av.container.InputContainer, stream: av.VideoStream, count_packets: bool
+) -> tuple[av.VideoFrame | None, int, Fraction | None]:
+    """Decode the first frame; optionally demux the rest without decoding to count it.
+
+    Returns (first frame or None, video packet count, end of the last packet in seconds from
+    the stream start). Counting demuxes only: no frame is decoded or held past the first.
+    """
+    first: av.VideoFrame | None = None
+    count, end_pts = 0, None
+    for packet in container.demux(stream):
+        if first is None:
+            try:
+                decoded = packet.decode()
+            except av.InvalidDataError:
+                decoded = []  # a damaged packet; a later keyframe may still decode
+            first = decoded[0] if decoded else None
+        if packet.size:  # demux ends with an empty flush packet
+            count += 1
+            if packet.pts is not None:
+                packet_end = packet.pts + (packet.duration or 0)
+                end_pts = packet_end if end_pts is None else max(end_pts, packet_end)
+        if first is not None and not count_packets:
+            break
+    if end_pts is None:
+        return first, count, None
+    return first, count, (end_pts - (stream.start_time or 0)) * stream.time_base
+
+
+def _probe_container(
+    container: av.container.InputContainer, stream: av.VideoStream, name: str
+) -> _Probe:
+    """Probe an open container; reads only the first frame when the header has a frame count."""
+    header_frames = stream.frames  # 0 when the container does not say (webm, mkv, ...)
+    first, packets, packets_end = _scan(container, stream, count_packets=header_frames <= 0)
+    total = header_frames if header_frames > 0 else packets
+    if total <= 0:
+        raise InputError(f"{name!r} has a video stream but no frames in it.")
+    if first is None:
+        raise InputError(f"Could not decode any frame of {name!r}: it is damaged or unsupported.")
+
+    stream_end = stream.duration * stream.time_base if stream.duration else packets_end
+    duration = stream_end
+    if duration is None and container.duration:
+        duration = Fraction(container.duration, av.time_base)
+    if stream.average_rate:
+        fps = Fraction(stream.average_rate)
+    elif duration:
+        fps = total / duration
+    elif stream.guessed_rate:
+        fps = Fraction(stream.guessed_rate)
+    else:
+        raise InputError(f"Could not tell the frame rate of {name!r}.")
+    if not duration:
+        duration = total / fps
+
+    rotation = _clockwise(first)
+    width, height = first.width, first.height
+    if rotation in (90, 270):
+        width, height = height, width
+    info = VideoInfo(total, float(fps), float(duration), width, height, rotation)
+    return _Probe(info, fps, stream_end)
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe a video cheaply: header facts plus its first frame (for size and rotation).
+
+    Without a frame count in the header (webm, mkv), packets are counted by demuxing only.
+    Raises `InputError` for anything that is not a readable video.
+    """
+    with _opened(path) as container:
+        name = Path(path).name
+        return _probe_container(container, _video_stream(container, name), name).info
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding the sampled frames
+
+
+def _timed_frames(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    seek_s: Fraction | None,
+    fps: Fraction,
+) -> Iterator[tuple[Fraction, av.VideoFrame]]:
+    """Yield (seconds since stream start, frame) in presentation order.
+
+    With `seek_s`, first seek to the keyframe at or before it (PyAV flushes the decoder);
+    with None, continue from where the container is.
+    """
+    origin, tb = stream.start_time or 0, stream.time_base
+    if seek_s is not None:
+        container.seek(origin + math.floor(seek_s / tb), stream=stream, backward=True)
+    prev_t: Fraction | None = None
+    for packet in container.demux(stream):
+        for frame in packet.decode():
+            if frame.pts is not None:
+                t = (frame.pts - origin) * tb
+            else:  # no timestamp (some raw streams): assume the nominal rate
+                t = prev_t + 1 / fps if prev_t is not None else (seek_s or Fraction(0))
+            prev_t = t
+            yield t, frame
+
+
+def _to_image(frame: av.VideoFrame) -> Image.Image:
+    """RGB PIL image of the frame as a player shows it (display rotation applied)."""
+    image = frame.to_image()
+    transpose = _UPRIGHT.get(_clockwise(frame))
+    return image.transpose(transpose) if transpose is not None else image
+
+
+def _check_not_truncated(
+    last: tuple[Fraction, av.VideoFrame], stream: av.VideoStream, probe: _Probe, name: str
+) -> None:
+    """Raise if the decodable data stops well before the stream's declared end."""
+    if probe.stream_end_s is None:
+        return  # nothing to compare with (only the container's duration, which may be audio's)
+    t, frame = last
+    frame_len = frame.duration * stream.time_base if frame.duration else 1 / probe.fps
+    if probe.stream_end_s - (t + frame_len) > max(_TRUNCATION_SLACK_S, 3 / probe.fps):
+        raise InputError(
+            f"{name!r} seems to be incomplete: its video stops at {_fmt_s(t + frame_len)} "
+            f"but should last {_fmt_s(probe.stream_end_s)}. Please upload the whole file."
+        )
+
+
+def _decode_wanted(
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    wanted: list[int],
+    probe: _Probe,
+    name: str,
+) -> dict[int, tuple[Fraction, Image.Image]]:
+    """Decode just enough of the stream to return frame `i` for each sorted, unique `i`.
+
+    Frame i is the frame whose timestamp is nearest to i / fps after the stream start. For a
+    constant-rate file that is exactly frame i; for a variable-rate file (where indices have
+    no exact meaning) it is the frame shown closest to where frame i would be at the average
+    rate, which keeps the reference's uniform-in-time sampling. Ties go to the earlier frame.
+    Only the chosen frames (as images) and one look-behind frame are held.
+    """
+    fps = probe.fps
+    targets = [(i, Fraction(i) / fps) for i in wanted]
+    picked: dict[int, tuple[Fraction, Image.Image]] = {}
+    converted: tuple[av.VideoFrame, tuple[Fraction, Image.Image]] | None = None
+
+    def keep(t: Fraction, frame: av.VideoFrame) -> tuple[Fraction, Image.Image]:
+        # Several targets can share a frame (VFR, tiny videos): convert it only once.
+        nonlocal converted
+        if converted is None or converted[0] is not frame:
+            converted = (frame, (t, _to_image(frame)))
+        return converted[1]
+
+    k = 0
+    pos = Fraction(0)  # time of the last decoded frame; a fresh container is at the start
+    seek_s: Fraction | None = None
+    seeked_for = -1  # the target the last seek aimed at: never seek twice for one target
+    can_seek = True  # turned off if a seek ever lands past its target (a lying index)
+    prev: tuple[Fraction, av.VideoFrame] | None = None
+    key_t: Fraction | None = None  # last keyframe seen since the last seek
+    key_gap = Fraction(0)  # longest keyframe interval seen
+    frames = _timed_frames(container, stream, None, fps)
+    while k < len(targets):
+        target = targets[k][1]
+        if can_seek and seeked_for != k and target - pos > max(_SEEK_GAP_S, 2 * key_gap):
+            seek_s, seeked_for = target - 1 / fps, k  # from a frame before: nearest needs it
+            frames = _timed_frames(container, stream, seek_s, fps)
+            pos, prev, key_t = seek_s, None, None
+        item = next(frames, None)
+        if item is None:  # end of stream
+            if prev is None:
+                if not seek_s:
+                    raise InputError(f"Could not decode any frame of {name!r}.")
+                # The seek went past the data: read from the start instead.
+                seek_s, can_seek = Fraction(0), False
+                frames = _timed_frames(container, stream, seek_s, fps)
+                continue
+            _check_not_truncated(prev, stream, probe, name)
+            for i, _ in targets[k:]:  # targets past the last frame get the last frame
+                picked[i] = keep(*prev)
+            break
+        t, frame = item
+        if prev is None and seek_s and t > target:
+            # The index sent us past the target: read from the start instead (slow, but right).
+            seek_s, can_seek = Fraction(0), False
+            frames = _timed_frames(container, stream, seek_s, fps)
+            continue
+        if frame.key_frame:
+            if key_t is not None:
+                key_gap = max(key_gap, t - key_t)
+            key_t = t
+        while k < len(targets) and t >= targets[k][1]:
+            target = targets[k][1]
+            nearer_prev = prev is not None and target - prev[0] <= t - target
+            picked[targets[k][0]] = keep(*prev) if prev and nearer_prev else keep(t, frame)
+            k += 1
+        pos, prev = t, (t, frame)
+    return picked
+
+
+def read_frames(
+    path: str | os.PathLike[str],
+    num_segments: int,
+    start: float | None = None,
+    end: float | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
+) -> tuple[list[Image.Image], list[float]]:
+    """Read the `num_segments` frames InternVL's reference would sample from a video.
+
+    Returns RGB PIL images, upright as a player shows them, and each frame's timestamp in
+    seconds from the stream's start (its pts, not index / fps). The same index sampled twice
+    gives the same image object, decoded once. `start`/`end` bound the sampling in seconds.
+    Raises `InputError` for any problem with the file or the arguments.
+    """
+    name = Path(path).name
+    if num_segments < 1:
+        raise InputError(f"The number of frames to sample must be at least 1, not {num_segments}.")
+    if Path(path).is_file() and (size := os.path.getsize(path)) > max_bytes:
+        raise InputError(
+            f"{name!r} is {size / 1024**2:.0f} MiB; videos may be at most "
+            f"{max_bytes / 1024**2:.0f} MiB. Please trim or compress it."
+        )
+    with _opened(path) as container:
+        probe = _probe_container(container, _video_stream(container, name), name)
+    info = probe.info
+    if info.duration_s > max_duration_s:
+        raise InputError(
+            f"{name!r} is {_fmt_s(info.duration_s)} long; videos may be at most "
+            f"{_fmt_s(max_duration_s)}. Please trim it or choose a time range in a shorter clip."
+        )
+    _check_bound(start, end, info.duration_s)  # here, to name the container's real duration
+    indices = sample_frame_indices(info.total_frames, info.fps, num_segments, start, end)
+    with _opened(path) as container:
+        stream = _video_stream(container, name)
+        stream.thread_type = "AUTO"  # frame threads: several times faster on large videos
+        picked = _decode_wanted(container, stream, sorted(set(indices)), probe, name)
+    return [picked[i][1] for i in indices], [float(picked[i][0]) for i in indices]

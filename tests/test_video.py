@@ -1,0 +1,432 @@
+"""Tests for model_backend.video: reference sampling parity and exact, upright frame decoding.
+
+Every video is generated here with PyAV; each frame carries its own number as a pattern of
+big black/white squares, which survives lossy codecs, so a test can tell which frame came back.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from model_backend import video
+from model_backend.errors import InputError
+from model_backend.video import probe_video, read_frames, sample_frame_indices
+
+BLOCK = 16  # side of one bit square, in pixels
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers: the reference formula, frame-number patterns, writing videos
+
+
+def reference_get_index(bound, fps, max_frame, first_idx=0, num_segments=32):
+    """InternVL's reference get_index, kept in its own style. Also says if the range is empty."""
+    if bound:
+        start, end = bound[0], bound[1]
+    else:
+        start, end = -100000, 100000
+    start_idx = max(first_idx, round(start * fps))
+    end_idx = min(round(end * fps), max_frame)
+    seg_size = float(end_idx - start_idx) / num_segments
+    frame_indices = np.array(
+        [int(start_idx + (seg_size / 2) + np.round(seg_size * idx)) for idx in range(num_segments)]
+    )
+    return frame_indices, start_idx > end_idx
+
+
+def pattern(n: int, width: int = 64, height: int = 48) -> np.ndarray:
+    """An RGB frame showing the bits of n as a grid of BLOCK-sized black/white squares."""
+    cols, rows = width // BLOCK, height // BLOCK
+    assert n < 2 ** (cols * rows)
+    bits = np.array([(n >> b) & 1 for b in range(cols * rows)], np.uint8).reshape(rows, cols)
+    gray = np.kron(bits * 255, np.ones((BLOCK, BLOCK), np.uint8))
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def read_number(image: Image.Image | np.ndarray) -> int:
+    """Inverse of `pattern`: look at the middle of each square."""
+    gray = np.asarray(image, np.float32).mean(axis=2)
+    rows, cols = gray.shape[0] // BLOCK, gray.shape[1] // BLOCK
+    n = 0
+    for b in range(rows * cols):
+        r, c = divmod(b, cols)
+        center = gray[r * BLOCK + 4 : r * BLOCK + 12, c * BLOCK + 4 : c * BLOCK + 12]
+        n |= int(center.mean() > 128) << b
+    return n
+
+
+def write_video(
+    path: Path,
+    codec: str,
+    rate: Fraction | int,
+    n_frames: int,
+    *,
+    pix_fmt: str = "yuv420p",
+    pts: Sequence[int] | None = None,
+    time_base: Fraction | None = None,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+    display_rotation: int | None = None,
+    make_frame: Callable[[int], np.ndarray] = pattern,
+) -> Path:
+    """Encode n_frames frames (frame i = make_frame(i)); pts (in time_base) make it VFR."""
+    first = make_frame(0)
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=rate, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], pix_fmt
+        if time_base is not None:
+            stream.time_base = time_base
+        if display_rotation is not None:
+            stream.set_display_rotation(display_rotation)
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(make_frame(i), format="rgb24")
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], time_base
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def all_frames(path: Path) -> list[tuple[float, int]]:
+    """(pts in seconds, frame number) of every frame, decoded the plain way, in order."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        origin = stream.start_time or 0
+        return [
+            (float((f.pts - origin) * stream.time_base), read_number(f.to_ndarray(format="rgb24")))
+            for f in container.decode(stream)
+        ]
+
+
+def nearest_frames(frames: list[tuple[float, int]], indices: list[int], fps: float):
+    """For each index, the (time, number) whose time is nearest to index / fps (ties: earlier)."""
+    return [min(frames, key=lambda f: (abs(f[0] - i / fps), f[0])) for i in indices]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def test_index_parity_with_reference():
+    rng = random.Random(20250101)
+    fps_choices = [25.0, 24.0, 30.0, 60.0, 30000 / 1001, 24000 / 1001, 12.5, 6.25, 1.0]
+    checked = empty = 0
+    for _ in range(400):
+        total = rng.choice([1, 2, 3, rng.randint(4, 60), rng.randint(60, 5000)])
+        fps = rng.choice([*fps_choices, rng.uniform(0.5, 120.0)])
+        segments = rng.choice([1, 2, 3, 8, 16, 32, rng.randint(1, 64)])
+        duration = total / fps
+        bound = None
+        if rng.random() < 0.7:
+            start = rng.choice([None, 0.0, rng.uniform(-1.0, duration * 1.1)])
+            end = rng.choice([None, rng.uniform(0.0, duration * 1.5)])
+            if start is not None and end is not None and start >= end:
+                start, end = end, start + 0.5  # the reference does not handle start >= end
+            bound = (start, end)
+        ref_bound = None
+        if bound is not None:
+            ref_bound = (
+                -100000 if bound[0] is None else bound[0],
+                100000 if bound[1] is None else bound[1],
+            )
+        expected, outside = reference_get_index(ref_bound, fps, total - 1, num_segments=segments)
+        if outside:  # a range with no frame in it: the reference would index past the video
+            with pytest.raises(InputError):
+                sample_frame_indices(total, fps, segments, *(bound or (None, None)))
+            empty += 1
+            continue
+        got = sample_frame_indices(total, fps, segments, *(bound or (None, None)))
+        assert got == expected.tolist(), (total, fps, segments, bound)
+        assert all(0 <= i < total for i in got)
+        checked += 1
+    assert checked >= 300 and empty >= 1
+
+
+def test_sample_frame_indices_uses_bankers_rounding():
+    # seg = 4.5: round(4.5) == 4, so the second index is int(2.25 + 4) = 6, not 7.
+    assert sample_frame_indices(10, 1.0, 2) == [2, 6]
+    assert sample_frame_indices(1, 25.0, 4) == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ((30, 25.0, 0), "at least 1"),
+        ((0, 25.0, 4), "no frames"),
+        ((30, 0.0, 4), "frame rate"),
+        ((30, 25.0, 4, 0.8, 0.8), "before the end"),
+        ((30, 25.0, 4, 2.0, 3.0), "past the end"),
+        ((30, 25.0, 4, 1.19, None), r"1\.19 s to the end lies outside.*1\.2 s long"),
+        ((30, 25.0, 4, float("nan"), None), "number of seconds"),
+    ],
+)
+def test_sample_frame_indices_rejects_degenerate_input(args, needle):
+    with pytest.raises(InputError, match=needle):
+        sample_frame_indices(*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+X264 = {"g": "8"}  # short GOPs, so B-frames, keyframes and seeks are all exercised
+VP9 = {"deadline": "realtime", "cpu-used": "8", "g": "8"}
+
+
+def _cfr_cases():
+    return [
+        pytest.param("h264_25.mp4", "libx264", 25, "yuv420p", X264, id="h264-25fps"),
+        pytest.param(
+            "h264_2997.mp4", "libx264", Fraction(30000, 1001), "yuv420p", X264, id="h264-29.97"
+        ),
+        pytest.param("vp9.webm", "libvpx-vp9", 25, "yuv420p", VP9, id="vp9-webm"),
+        pytest.param("mjpeg.avi", "mjpeg", 25, "yuvj420p", None, id="mjpeg-avi"),
+        pytest.param("anim.gif", "gif", 10, "rgb8", None, id="gif"),
+    ]
+
+
+@pytest.mark.parametrize(("name", "codec", "rate", "pix_fmt", "options"), _cfr_cases())
+def test_constant_rate_files_give_exact_frames(tmp_path, name, codec, rate, pix_fmt, options):
+    n = 40
+    path = write_video(tmp_path / name, codec, rate, n, pix_fmt=pix_fmt, options=options)
+    info = probe_video(path)
+    assert (info.total_frames, info.width, info.height, info.rotation) == (n, 64, 48, 0)
+    assert info.fps == pytest.approx(float(rate))
+    assert info.duration_s == pytest.approx(n / float(rate), abs=0.05)
+    truth = dict((number, t) for t, number in all_frames(path))
+    assert sorted(truth) == list(range(n))
+
+    for segments, start, end in [(8, None, None), (5, 0.3, 1.0), (60, None, None), (3, 0.5, None)]:
+        images, times = read_frames(path, segments, start, end)
+        indices = sample_frame_indices(n, info.fps, segments, start, end)
+        assert [read_number(im) for im in images] == indices  # exactly frame i for index i
+        assert times == pytest.approx([truth[i] for i in indices], abs=1e-9)  # from pts
+        assert all(im.mode == "RGB" and im.size == (64, 48) for im in images)
+
+
+def test_variable_frame_rate_mp4_uses_timestamps(tmp_path):
+    durations_ms = [40, 40, 200, 40, 40, 400, 40, 80, 40, 40, 160, 40, 40, 40, 600, 40, 40, 40]
+    pts = [sum(durations_ms[:i]) for i in range(len(durations_ms))]
+    path = write_video(
+        tmp_path / "vfr.mp4", "libx264", 25, len(pts), pts=pts, time_base=Fraction(1, 1000)
+    )
+    frames = all_frames(path)
+    assert [t for t, _ in frames] == pytest.approx([p / 1000 for p in pts])
+    info = probe_video(path)
+    assert info.total_frames == len(pts)
+    for segments in (4, 8, 16):
+        images, times = read_frames(path, segments)
+        indices = sample_frame_indices(info.total_frames, info.fps, segments)
+        expected = nearest_frames(frames, indices, info.fps)
+        assert [read_number(im) for im in images] == [num for _, num in expected]
+        assert times == pytest.approx([t for t, _ in expected], abs=1e-9)
+
+
+def test_gif_with_irregular_delays(tmp_path):
+    delays_cs = [10, 10, 30, 10, 50, 10, 10, 20, 10, 10, 40, 10]
+    pts = [sum(delays_cs[:i]) for i in range(len(delays_cs))]
+    path = write_video(
+        tmp_path / "vfr.gif",
+        "gif",
+        100,
+        len(pts),
+        pix_fmt="rgb8",
+        pts=pts,
+        time_base=Fraction(1, 100),
+    )
+    frames = all_frames(path)
+    assert [t for t, _ in frames] == pytest.approx([p / 100 for p in pts])
+    info = probe_video(path)
+    assert info.total_frames == len(pts)
+    images, times = read_frames(path, 6)
+    indices = sample_frame_indices(info.total_frames, info.fps, 6)
+    expected = nearest_frames(frames, indices, info.fps)
+    assert [read_number(im) for im in images] == [num for _, num in expected]
+    assert times == pytest.approx([t for t, _ in expected], abs=1e-9)
+
+
+def _upright(n: int) -> np.ndarray:
+    """A 48x64 (w x h) portrait picture: red top half, frame number in the bottom half."""
+    red = np.zeros((32, 48, 3), np.uint8)
+    red[:, :, 0] = 255
+    return np.concatenate([red, pattern(n, 48, 32)], axis=0)
+
+
+def _tkhd_matrix(path: Path) -> tuple[int, ...]:
+    """The video track's display matrix as written in the mp4 (version-0 tkhd box)."""
+    data = path.read_bytes()
+    body = data[data.index(b"tkhd") + 4 :]
+    assert body[0] == 0
+    offset = 4 + 20 + 8 + 2 + 2 + 2 + 2  # flags, times/ids/duration, reserved, layer..volume
+    return struct.unpack(">9i", body[offset : offset + 36])
+
+
+@pytest.mark.parametrize("ccw_degrees", [-90, 90, 180])
+def test_rotation_metadata_gives_upright_frames(tmp_path, ccw_degrees):
+    # The player turns the stored picture counter-clockwise by ccw_degrees, so store the
+    # upright picture turned the other way; read_frames must undo it.
+    turns = -ccw_degrees // 90  # np.rot90 turns counter-clockwise for positive k
+
+    def stored(n: int) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(_upright(n), k=turns))
+
+    path = write_video(
+        tmp_path / "rot.mp4", "libx264", 25, 20, display_rotation=ccw_degrees, make_frame=stored
+    )
+    if ccw_degrees == -90:
+        # What phones write for portrait video ("rotate=90"): [0 1 0; -1 0 0; 0 0 1] in 16.16.
+        assert _tkhd_matrix(path)[:5] == (0, 65536, 0, -65536, 0)
+    info = probe_video(path)
+    assert info.rotation == (-ccw_degrees) % 360
+    assert (info.width, info.height) == (48, 64)
+    images, _ = read_frames(path, 5)
+    for image, index in zip(images, sample_frame_indices(20, 25.0, 5), strict=True):
+        pixels = np.asarray(image)
+        assert image.size == (48, 64)
+        top = pixels[:32].reshape(-1, 3).mean(axis=0)
+        assert top[0] > 200 and top[1] < 60 and top[2] < 60, top  # red on top
+        assert read_number(pixels[32:]) == index
+
+
+def test_single_frame_video(tmp_path):
+    path = write_video(tmp_path / "one.mp4", "libx264", 25, 1, make_frame=lambda i: pattern(5))
+    info = probe_video(path)
+    assert info.total_frames == 1
+    images, times = read_frames(path, 4)
+    assert [read_number(im) for im in images] == [5, 5, 5, 5]
+    assert all(im is images[0] for im in images)  # decoded and converted once
+    assert times == [0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "options"),
+    [("long.mp4", "libx264", {"g": "25"}), ("long.webm", "libvpx-vp9", {**VP9, "g": "25"})],
+)
+def test_long_video_decodes_only_near_sampled_frames(tmp_path, monkeypatch, name, codec, options):
+    n = 400  # 16 s at 25 fps, a keyframe every second
+    path = write_video(tmp_path / name, codec, 25, n, options=options)
+    decoded = 0
+    original = video._timed_frames
+
+    def counting(*args, **kwargs):
+        nonlocal decoded
+        for item in original(*args, **kwargs):
+            decoded += 1
+            yield item
+
+    monkeypatch.setattr(video, "_timed_frames", counting)
+    images, _ = read_frames(path, 4)
+    assert [read_number(im) for im in images] == sample_frame_indices(n, 25.0, 4)
+    assert decoded < n // 3  # seeks skipped most of the video
+
+    decoded = 0
+    images, _ = read_frames(path, 3, 13.0, 15.0)  # a range near the end: one seek, then forward
+    assert [read_number(im) for im in images] == sample_frame_indices(n, 25.0, 3, 13.0, 15.0)
+    assert decoded < 60
+
+
+def test_seek_past_target_falls_back_to_reading_from_start(tmp_path, monkeypatch):
+    # Simulate a lying index: every real seek lands well after where it was asked to.
+    n = 200
+    path = write_video(tmp_path / "v.mp4", "libx264", 25, n, options={"g": "25"})
+    original = video._timed_frames
+    seeks = []
+
+    def overshooting(container, stream, seek_s, fps):
+        seeks.append(seek_s)
+        return original(container, stream, seek_s + 3 if seek_s else seek_s, fps)
+
+    monkeypatch.setattr(video, "_timed_frames", overshooting)
+    images, _ = read_frames(path, 3)
+    assert [read_number(im) for im in images] == sample_frame_indices(n, 25.0, 3)
+    assert seeks[-1] == 0  # it gave up seeking and read from the start
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_text_file_renamed_to_mp4(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    with pytest.raises(InputError, match=r"notes\.mp4"):
+        read_frames(path, 8)
+    with pytest.raises(InputError, match="not a video"):
+        probe_video(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        read_frames(tmp_path / "gone.mp4", 8)
+
+
+def _noise(i: int) -> np.ndarray:
+    """Incompressible frames, so half a file holds about half of the frames."""
+    return np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("faststart", [False, True], ids=["index-at-end", "index-at-start"])
+def test_truncated_mp4(tmp_path, faststart):
+    options = {"movflags": "faststart"} if faststart else None
+    full = write_video(
+        tmp_path / "full.mp4", "libx264", 25, 100, make_frame=_noise, container_options=options
+    )
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.mp4") as excinfo:
+        read_frames(cut, 8)
+    assert "incomplete" in str(excinfo.value) or "damaged" in str(excinfo.value)
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "speech.m4a"
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000, layout="mono")
+        for i in range(10):
+            samples = np.sin(np.arange(1024, dtype=np.float32) / 10)[None, :] * 0.1
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.rate, frame.pts = 16000, i * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(InputError, match=r"no video stream.*audio"):
+        read_frames(path, 8)
+    with pytest.raises(InputError, match="no video stream"):
+        probe_video(path)
+
+
+@pytest.fixture(scope="module")
+def small_mp4(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("v") / "small.mp4", "libx264", 25, 30, options=X264)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"start": 0.8, "end": 0.8}, r"before the end.*1\.2 s long"),
+        ({"start": 0.9, "end": 0.2}, r"before the end.*1\.2 s long"),
+        ({"start": 5.0, "end": 9.0}, r"past the end.*1\.2 s long"),
+        ({"start": 1.2}, r"past the end.*1\.2 s long"),
+        ({"start": 1.19}, r"outside the video.*1\.2 s long"),
+        ({"num_segments": 0}, "at least 1"),
+        ({"max_bytes": 100}, "MiB"),
+        ({"max_duration_s": 1.0}, r"1\.2 s long; videos may be at most 1 s"),
+    ],
+)
+def test_bad_arguments(small_mp4, kwargs, needle):
+    kwargs = {"num_segments": 8, **kwargs}
+    with pytest.raises(InputError, match=needle):
+        read_frames(small_mp4, **kwargs)
+
+
+def test_range_partly_outside_is_clamped_like_the_reference(small_mp4):
+    images, _ = read_frames(small_mp4, 4, start=1.0, end=60.0)
+    assert [read_number(im) for im in images] == sample_frame_indices(30, 25.0, 4, 1.0, 60.0)
