@@ -1,0 +1,129 @@
+"""The app launched in-process on the tiny checkpoint, driven through gradio_client."""
+
+from __future__ import annotations
+
+import itertools
+
+import httpx
+import pytest
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+
+from tests.conftest import EXAMPLES, generate_threads, wait_until
+
+CAT = str(EXAMPLES / "cat.jpg")
+
+
+def test_only_the_documented_endpoints_are_public(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(endpoints) == {"/image_chat"}
+    parameters = [p["parameter_name"] for p in endpoints["/image_chat"]["parameters"]]
+    assert parameters == [
+        "image",
+        "question",
+        "history",
+        "system_prompt",
+        "max_new_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "repetition_penalty",
+        "max_tiles",
+    ]
+
+
+def test_image_chat_streams_the_answer_so_far(client):
+    job = client.submit(
+        handle_file(CAT), "What is this?", max_new_tokens=64, api_name="/image_chat"
+    )
+    partials = [text for text in job if text]
+    assert len(partials) > 3
+    for shorter, longer in itertools.pairwise(partials):
+        assert longer.startswith(shorter)
+    assert job.result() == partials[-1]
+
+
+def test_history_and_settings_reach_the_backend(client, backend, monkeypatch):
+    seen = []
+    real_stream = backend.stream
+
+    def spy(conversation, settings):
+        seen.append((conversation, settings))
+        return real_stream(conversation, settings)
+
+    monkeypatch.setattr(backend, "stream", spy)
+    history = [
+        {"role": "user", "content": "Describe it."},
+        {"role": "assistant", "content": "A cat on a rug."},
+    ]
+    client.predict(
+        handle_file(CAT),
+        "What colour is it?",
+        history,
+        "Be brief.",
+        8,
+        0,
+        api_name="/image_chat",
+    )
+    conversation, settings = seen[-1]
+    assert conversation.system_prompt == "Be brief."
+    assert [t.role for t in conversation.turns] == ["user", "assistant", "user"]
+    assert conversation.turns[0].text == "Describe it."
+    assert len(conversation.turns[0].images) == 1  # the image belongs to the first question
+    assert conversation.turns[2].text == "What colour is it?"
+    assert settings.max_new_tokens == 8 and settings.temperature == 0
+
+
+def test_cancelling_a_job_stops_generation(client):
+    job = client.submit(
+        handle_file(CAT),
+        "Tell me a long story.",
+        max_new_tokens=5000,
+        temperature=0.7,
+        api_name="/image_chat",
+    )
+    received = 0
+    for text in job:
+        received += bool(text)
+        if received == 3:
+            break
+    job.cancel()
+    assert wait_until(lambda: not generate_threads(), timeout=15)
+
+
+def test_a_bad_file_gets_a_clean_error_and_the_next_call_works(client, tmp_path):
+    fake = tmp_path / "photo.jpg"
+    fake.write_text("this is not a picture")
+    with pytest.raises(AppError, match="not an image"):
+        client.predict(handle_file(str(fake)), "What is this?", api_name="/image_chat")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes((EXAMPLES / "cat.jpg").read_bytes()[:3000])
+    with pytest.raises(AppError, match="damaged or truncated"):
+        client.predict(handle_file(str(truncated)), "What is this?", api_name="/image_chat")
+    answer = client.predict(
+        handle_file(CAT), "What is this?", max_new_tokens=8, api_name="/image_chat"
+    )
+    assert answer
+
+
+def test_an_empty_question_is_refused(client):
+    with pytest.raises(AppError, match="type a question"):
+        client.predict(handle_file(CAT), "   ", api_name="/image_chat")
+
+
+def test_malformed_history_is_refused(client):
+    with pytest.raises(AppError, match="history must be"):
+        client.predict(handle_file(CAT), "Hi", [{"who": "me"}], api_name="/image_chat")
+
+
+def test_a_path_on_the_server_is_not_readable_through_the_api(app_url, backend, monkeypatch):
+    """A raw request naming a server file (gradio_client would upload its own copy first)."""
+    calls = []
+    monkeypatch.setattr(backend, "stream", lambda *args: calls.append(args))
+    server_file = {"path": str(EXAMPLES / "cat.jpg"), "meta": {"_type": "gradio.FileData"}}
+    data = [server_file, "What is this?", None, "", 8, 0.2, 0.7, 0, 1.1, 12]
+    posted = httpx.post(f"{app_url}gradio_api/call/image_chat", json={"data": data})
+    event_id = posted.json()["event_id"]
+    events = httpx.get(f"{app_url}gradio_api/call/image_chat/{event_id}", timeout=60).text
+    assert "event: error" in events
+    assert not calls
