@@ -61,22 +61,20 @@ def build_settings(
         prompt = gr.Textbox(
             system_prompt, label="System prompt", lines=3, elem_id=f"{prefix}-system-prompt"
         )
+
+        def slider(name: str, low: float, high: float, step: float, label: str) -> gr.Slider:
+            elem_id = f"{prefix}-{name.replace('_', '-')}"
+            value = getattr(defaults, name)
+            return gr.Slider(low, high, value, step=step, label=label, elem_id=elem_id)
+
         controls = SettingsControls(
             system_prompt=prompt,
-            temperature=gr.Slider(
-                0, 1.5, defaults.temperature, step=0.05, label="Temperature (0 = greedy)"
-            ),
-            top_p=gr.Slider(0.05, 1, defaults.top_p, step=0.05, label="Top-p"),
-            top_k=gr.Slider(0, 100, defaults.top_k, step=1, label="Top-k (0 = off)"),
-            repetition_penalty=gr.Slider(
-                1.0, 1.5, defaults.repetition_penalty, step=0.01, label="Repetition penalty"
-            ),
-            max_new_tokens=gr.Slider(
-                16, 4096, defaults.max_new_tokens, step=16, label="Max new tokens"
-            ),
-            max_tiles=gr.Slider(
-                1, 24, defaults.max_tiles, step=1, label=max_tiles_label or "Max tiles per image"
-            ),
+            temperature=slider("temperature", 0, 1.5, 0.05, "Temperature (0 = greedy)"),
+            top_p=slider("top_p", 0.05, 1, 0.05, "Top-p"),
+            top_k=slider("top_k", 0, 100, 1, "Top-k (0 = off)"),
+            repetition_penalty=slider("repetition_penalty", 1.0, 1.5, 0.01, "Repetition penalty"),
+            max_new_tokens=slider("max_new_tokens", 16, 4096, 16, "Max new tokens"),
+            max_tiles=slider("max_tiles", 1, 24, 1, max_tiles_label or "Max tiles per image"),
         )
     return controls
 
@@ -167,32 +165,43 @@ def history_to_turns(history: list | None) -> list[dict]:
 
 
 class ActiveStreams:
-    """The running generation of each browser session and tab, so Stop can end it at once.
+    """The running generation of each browser session and tab, so Stop can end it.
 
-    Gradio's `cancels=` abandons the event handler; this also tells the model to stop, without
-    waiting for the handler to notice.
+    Stop tells the model to stop (the stream then ends by itself and the answer keeps what was
+    written, marked "stopped"). A Stop that arrives while the request still waits in the queue
+    is remembered and applied the moment its generation starts.
     """
 
     def __init__(self) -> None:
         self._streams: dict[str, TextStream] = {}
+        self._stop_requested: set[str] = set()
         self._lock = threading.Lock()
 
     def add(self, key: str, stream: TextStream) -> None:
         with self._lock:
             self._streams[key] = stream
+            stop_now = key in self._stop_requested
+            self._stop_requested.discard(key)
+        if stop_now:
+            stream.cancel()
 
     def remove(self, key: str, stream: TextStream) -> None:
         with self._lock:
             if self._streams.get(key) is stream:
                 del self._streams[key]
 
-    def stop(self, key: str) -> bool:
+    def new_request(self, key: str) -> None:
+        """Forget a Stop that came too late for the previous request."""
+        with self._lock:
+            self._stop_requested.discard(key)
+
+    def stop(self, key: str) -> None:
         with self._lock:
             stream = self._streams.get(key)
-        if stream is None:
-            return False
-        stream.cancel()
-        return True
+            if stream is None:
+                self._stop_requested.add(key)
+        if stream is not None:
+            stream.cancel()
 
 
 ACTIVE_STREAMS = ActiveStreams()
@@ -251,7 +260,6 @@ class ChatPanel:
         self.name = name
         self.collect_turn = collect_turn
         self.concurrency_limit = concurrency_limit
-        self.generation_events: list = []
         self.state = gr.State([])
         self.chatbot = gr.Chatbot(
             elem_id=f"{name}-chatbot",
@@ -265,6 +273,7 @@ class ChatPanel:
         self.textbox = gr.MultimodalTextbox(
             elem_id=f"{name}-input",
             placeholder="Ask a question and press Enter",
+            label="Question",
             file_types=file_types or ["image"],
             file_count="single",
             sources=["upload"],
@@ -272,12 +281,10 @@ class ChatPanel:
             submit_btn="Send",
         )
         with gr.Row():
-            self.stop_btn = gr.Button(
-                "⏹ Stop", variant="stop", visible=False, elem_id=f"{name}-stop"
-            )
-            self.regenerate_btn = gr.Button("🔄 Regenerate", elem_id=f"{name}-regenerate")
-            self.undo_btn = gr.Button("↩️ Undo", elem_id=f"{name}-undo")
-            self.clear_btn = gr.Button("🗑️ Clear", elem_id=f"{name}-clear")
+            self.stop_btn = gr.Button("Stop", variant="stop", visible=False, elem_id=f"{name}-stop")
+            self.regenerate_btn = gr.Button("Regenerate", elem_id=f"{name}-regenerate")
+            self.undo_btn = gr.Button("Undo", elem_id=f"{name}-undo")
+            self.clear_btn = gr.Button("Clear", elem_id=f"{name}-clear")
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -303,19 +310,19 @@ class ChatPanel:
     ) -> None:
         """Connect the events. `media_outputs` get `clear_media()` on Clear."""
         hidden = {"api_visibility": "private"}
+        # Steps that may refuse the request go through the queue: only there does a gr.Error
+        # reach the page as a readable message (outside it, it is a bare HTTP 500).
+        checked = {"concurrency_limit": None, "show_progress": "hidden", **hidden}
         submitted = self.textbox.submit(
             self.add_turn,
             [self.textbox, self.state, *media_inputs],
             [self.state, self.chatbot, self.textbox],
-            queue=False,
-            **hidden,
+            **checked,
         )
         self._generate_after(submitted, settings)
 
         for trigger in (self.regenerate_btn.click, self.chatbot.retry):
-            retried = trigger(
-                self.drop_answer, [self.state], [self.state, self.chatbot], queue=False, **hidden
-            )
+            retried = trigger(self.drop_answer, [self.state], [self.state, self.chatbot], **checked)
             self._generate_after(retried, settings)
 
         for trigger in (self.undo_btn.click, self.chatbot.undo):
@@ -339,9 +346,9 @@ class ChatPanel:
                 **hidden,
             )
 
-        self.stop_btn.click(
-            self.stop, None, None, cancels=self.generation_events, queue=False, **hidden
-        )
+        # No `cancels=`: that would drop the handler's last update (the answer so far and its
+        # figures); ACTIVE_STREAMS stops the model and the handler finishes normally.
+        self.stop_btn.click(self.stop, None, None, queue=False, **hidden)
 
     def _generate_after(self, event, settings: SettingsControls) -> None:
         hidden = {"api_visibility": "private"}
@@ -358,7 +365,6 @@ class ChatPanel:
             **hidden,
         )
         generation.then(lambda: self.busy(False), None, self.busy_outputs, queue=False, **hidden)
-        self.generation_events.append(generation)
 
     # -- handlers -------------------------------------------------------------------------------
 
@@ -366,8 +372,12 @@ class ChatPanel:
         session = getattr(request, "session_hash", None) or "no-session"
         return f"{session}/{self.name}"
 
-    def add_turn(self, message: dict | None, turns: list[dict], *media_values):
-        """Append the user's turn (validated) and clear the textbox."""
+    def add_turn(self, request: gr.Request, message: dict | None, turns: list[dict], *media_values):
+        """Append the user's turn (validated) and clear the textbox.
+
+        (`request` comes first: Gradio cannot pass it after a *args parameter.)
+        """
+        ACTIVE_STREAMS.new_request(self.key(request))
         message = message or {"text": "", "files": []}
         try:
             turn = self.collect_turn(message, turns, *media_values)
@@ -378,8 +388,9 @@ class ChatPanel:
         turns = [*turns, turn]
         return turns, to_chatbot(turns), gr.MultimodalTextbox(value=None)
 
-    def drop_answer(self, turns: list[dict]):
+    def drop_answer(self, turns: list[dict], request: gr.Request):
         """Regenerate: forget the last answer, keep the question."""
+        ACTIVE_STREAMS.new_request(self.key(request))
         if not turns or turns[-1]["role"] != "assistant":
             raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
         turns = turns[:-1]
@@ -398,7 +409,18 @@ class ChatPanel:
     def stop(self, request: gr.Request) -> None:
         ACTIVE_STREAMS.stop(self.key(request))
 
-    def respond(self, turns: list[dict], system_prompt: str, *values, request: gr.Request):
+    def respond(
+        self,
+        turns: list[dict],
+        system_prompt: str,
+        temperature: float,
+        top_p: float,
+        top_k: float,
+        repetition_penalty: float,
+        max_new_tokens: float,
+        max_tiles: float,
+        request: gr.Request,
+    ):
         """Stream the answer into the chat; on failure keep the conversation and explain."""
         if not turns or turns[-1]["role"] != "user":
             return
@@ -410,7 +432,9 @@ class ChatPanel:
             ACTIVE_STREAMS.add(key, stream)
 
         try:
-            settings = make_settings(*values)
+            settings = make_settings(
+                temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles
+            )
             conversation = to_conversation(turns, system_prompt)
             for text, stats in stream_answer(self.backend, conversation, settings, register):
                 answer = assistant_turn(text, stats.summary() if stats else None)

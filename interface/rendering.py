@@ -22,37 +22,41 @@ def render_answer(text: str) -> str:
 
     `<ref>cat</ref><box>[[1, 2, 3, 4]]</box>` becomes **cat** `[1, 2, 3, 4]` (0-1000 units),
     so no raw tags reach the chat (Gradio 6 would otherwise render them as HTML tags). An
-    unfinished tag at the end of a streaming answer is hidden until it closes.
+    unfinished tag at the end of a streaming answer is hidden until it closes; stray tags that
+    never close are dropped.
     """
     out: list[str] = []
     position = 0
     for span in grounding_spans(text):
-        out.append(text[position : span.start])
+        out.append(strip_stray_tags(text[position : span.start]))
         label = f"**{span.label}**" if span.label else ""
         boxes = " ".join(f"`{format_box(box)}`" for box in span.boxes)
         out.append(" ".join(part for part in (label, boxes) if part))
         position = span.end
-    out.append(hide_unfinished_tag(text[position:]))
+    out.append(strip_stray_tags(cut_unfinished_tag(text[position:])))
     return "".join(out)
 
 
 GROUNDING_OPENERS = ("<ref>", "<box>", "<quad>")
+GROUNDING_TAGS = (*GROUNDING_OPENERS, "</ref>", "</box>", "</quad>")
 
 
-def hide_unfinished_tag(tail: str) -> str:
-    """Cut a trailing grounding tag that has not closed yet (streaming), and stray tags."""
+def cut_unfinished_tag(tail: str) -> str:
+    """Cut a trailing grounding tag that has not closed yet, or was cut mid-name ("<re")."""
     cut = max(tail.rfind(opener) for opener in GROUNDING_OPENERS)
     if cut != -1:
         tail = tail[:cut]
-    # A tag cut in the middle by streaming, e.g. "<re" or "<bo".
     for opener in GROUNDING_OPENERS:
         for length in range(len(opener) - 1, 0, -1):
             if tail.endswith(opener[:length]):
-                tail = tail[:-length]
-                break
-    for tag in ("</ref>", "</box>", "</quad>"):
-        tail = tail.replace(tag, "")
+                return tail[:-length]
     return tail
+
+
+def strip_stray_tags(text: str) -> str:
+    for tag in GROUNDING_TAGS:
+        text = text.replace(tag, "")
+    return text
 
 
 def stats_line(summary: str) -> str:

@@ -26,19 +26,16 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     path = Path(path)
     name = path.name
     try:
+        if not path.is_file():
+            raise InputError(f"The file {name} could not be found.")
         if path.stat().st_size == 0:
             raise InputError(f"The file {name} is empty (0 bytes).")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise InputError(
-                    f"The image {name} is {width}x{height} = {width * height / 1e6:.0f} "
-                    f"megapixels; the limit is {max_pixels / 1e6:.0f} megapixels. "
-                    f"Please resize it."
-                )
-            image.load()
+            with Image.open(path) as image:
+                check_size(name, *image.size, max_pixels)
+                image.load()
+                return to_rgb(image)
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -48,7 +45,14 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     except (OSError, SyntaxError, ValueError) as error:
         # Truncated or corrupt data surfaces as OSError ("image file is truncated") and friends.
         raise InputError(f"The image {name} is damaged or truncated and cannot be read.") from error
-    return to_rgb(image)
+
+
+def check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(
+            f"The image {name} is {width}x{height} = {width * height:,} pixels; the limit is "
+            f"{max_pixels:,} pixels. Please resize it."
+        )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -59,7 +63,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         # A palette may carry transparency: go through RGBA so it is composited below.
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)

@@ -29,8 +29,10 @@ def candidate_grids(max_tiles: int, min_tiles: int = 1) -> list[tuple[int, int]]
         for rows in range(1, max_tiles + 1)
         if min_tiles <= cols * rows <= max_tiles
     }
-    # Sorting by (tile count, cols, rows) fixes the order of equal products; the tie rule in
-    # choose_grid decides between them exactly as the reference does.
+    # Sorting by (tile count, cols, rows) fixes the order of equal products. With min_tiles=1
+    # (the reference's and the demo's setting) that order never changes the result; with
+    # min_tiles > 1 the reference's own result depends on Python's set order, and this one is
+    # the deterministic (cols, rows) order (see tests/test_tiling.py).
     return sorted(grids, key=lambda grid: (grid[0] * grid[1], grid))
 
 
@@ -58,9 +60,15 @@ def choose_grid(
     return best
 
 
-def count_tiles(width: int, height: int, max_tiles: int = 12, use_thumbnail: bool = True) -> int:
+def count_tiles(
+    width: int,
+    height: int,
+    max_tiles: int = 12,
+    use_thumbnail: bool = True,
+    tile_size: int = TILE_SIZE,
+) -> int:
     """How many tiles (thumbnail included) an image of this size costs at this budget."""
-    cols, rows = choose_grid(width, height, max_tiles)
+    cols, rows = choose_grid(width, height, max_tiles, tile_size=tile_size)
     tiles = cols * rows
     return tiles + 1 if use_thumbnail and tiles > 1 else tiles
 

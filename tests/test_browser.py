@@ -1,0 +1,159 @@
+"""One user journey in a real browser (Debian's chromium, driven by Playwright).
+
+upload an image -> ask -> watch the answer stream -> Stop -> Regenerate -> follow-up -> Clear
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from tests.conftest import EXAMPLES, REPO, generate_threads, wait_until
+
+playwright = pytest.importorskip("playwright.sync_api")
+expect = playwright.expect
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = REPO / "test-artifacts"
+
+
+class SlowerModel:
+    """Logits processor that makes the tiny model decode at a real model's pace (~50 tokens/s).
+
+    The tiny checkpoint is so fast that an answer would end before anyone could press Stop.
+    """
+
+    def __call__(self, input_ids, scores):
+        time.sleep(0.02)  # simulated decoding time of one token, not a wait for a condition
+        return scores
+
+
+@pytest.fixture
+def slow_backend(backend, monkeypatch):
+    real_kwargs = backend.generation_kwargs
+
+    def with_slower_model(settings, prompt_tokens):
+        return {**real_kwargs(settings, prompt_tokens), "logits_processor": [SlowerModel()]}
+
+    monkeypatch.setattr(backend, "generation_kwargs", with_slower_model)
+    return backend
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(app_url)
+    yield page
+    context.close()
+
+
+def bot_messages(page):
+    return page.locator("#image-chat-chatbot [data-testid='bot']")
+
+
+def user_questions(page):
+    """The user's text bubbles (an image in the same turn has a bubble of its own)."""
+    return page.locator("#image-chat-chatbot [data-testid='user']").filter(
+        has_not=page.locator("img")
+    )
+
+
+def user_images(page):
+    return page.locator("#image-chat-chatbot [data-testid='user'] img")
+
+
+def text_grows(locator) -> bool:
+    """True once the text of `locator` got longer between two reads."""
+    first = len(locator.inner_text())
+    return wait_until(lambda: len(locator.inner_text()) > first, timeout=20)
+
+
+def test_image_chat_journey(page, slow_backend, monkeypatch):
+    seen = []
+    real_stream = slow_backend.stream
+    monkeypatch.setattr(
+        slow_backend,
+        "stream",
+        lambda conv, settings: seen.append(conv) or real_stream(conv, settings),
+    )
+    question = page.locator("#image-chat-input textarea")
+    stop = page.locator("#image-chat-stop")
+
+    # Upload, ask, and watch the answer stream.
+    page.locator("#image-chat-image input[type='file']").set_input_files(str(EXAMPLES / "cat.jpg"))
+    expect(page.locator("#image-chat-image img")).to_be_visible()
+    question.fill("What is in this image?")
+    question.press("Enter")
+    expect(user_questions(page)).to_have_count(1)
+    expect(user_images(page)).to_have_count(1)
+    expect(bot_messages(page)).to_have_count(1)
+    assert text_grows(bot_messages(page).first), "the answer should stream"
+
+    # Stop: the button disappears, the model stops, the text stops growing.
+    expect(stop).to_be_visible()
+    stop.click()
+    expect(stop).to_be_hidden()
+    assert wait_until(lambda: not generate_threads(), timeout=15), "Stop must end generation"
+    stopped_text = bot_messages(page).first.inner_text()
+    expect(bot_messages(page).first).to_have_text(stopped_text)
+    expect(bot_messages(page).first).to_contain_text("stopped")
+
+    # Shorter answers from here on, so that they finish on their own.
+    page.locator("#image-chat-settings").click()
+    tokens = page.locator("#image-chat-max-new-tokens input[type='number']")
+    tokens.fill("32")
+    tokens.press("Enter")
+
+    # Regenerate: a new answer replaces the stopped one.
+    page.locator("#image-chat-regenerate").click()
+    expect(bot_messages(page)).to_have_count(1)
+    expect(bot_messages(page).first).to_contain_text("tokens/s")
+    expect(bot_messages(page).first).not_to_contain_text("stopped")
+    assert len(seen) == 2 and seen[1].turns == seen[0].turns
+
+    # Follow-up about the same image: the image is sent once, with the earlier turns.
+    question.fill("What colour is it?")
+    question.press("Enter")
+    expect(user_questions(page)).to_have_count(2)
+    expect(user_images(page)).to_have_count(1)
+    expect(bot_messages(page)).to_have_count(2)
+    expect(bot_messages(page).nth(1)).to_contain_text("tokens/s")
+    follow_up = seen[-1]
+    assert [t.role for t in follow_up.turns] == ["user", "assistant", "user"]
+    assert len(follow_up.turns[0].images) == 1 and not follow_up.turns[2].images
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "image_chat.png"), full_page=True)
+
+    # Clear: an empty conversation and no image.
+    page.locator("#image-chat-clear").click()
+    expect(user_questions(page)).to_have_count(0)
+    expect(bot_messages(page)).to_have_count(0)
+    expect(page.locator("#image-chat-image img")).to_have_count(0)
+
+
+def test_a_question_without_an_image_is_refused_and_nothing_is_lost(page):
+    question = page.locator("#image-chat-input textarea")
+    question.fill("What is in this image?")
+    question.press("Enter")
+    expect(page.get_by_text("Please add an image first")).to_be_visible()
+    expect(user_questions(page)).to_have_count(0)
