@@ -14,6 +14,7 @@ TITLE = "InternVL 2.5 demo"
 CSS = """
 #header-note { font-size: 0.9em; opacity: 0.85; }
 .message sub { opacity: 0.65; }
+.message img { max-height: 260px; width: auto; }
 """
 
 

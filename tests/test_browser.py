@@ -15,6 +15,7 @@ from tests.conftest import EXAMPLES, REPO, generate_threads, wait_until
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
+expect.set_options(timeout=30_000)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and not os.environ.get("CI"):
@@ -121,8 +122,14 @@ def test_image_chat_journey(page, slow_backend, monkeypatch):
     # Shorter answers from here on, so that they finish on their own.
     page.locator("#image-chat-settings").click()
     tokens = page.locator("#image-chat-max-new-tokens input[type='number']")
-    tokens.fill("32")
-    tokens.press("Enter")
+    expect(tokens).to_be_visible()
+
+    def set_tokens() -> bool:
+        tokens.fill("32")
+        tokens.press("Tab")
+        return tokens.input_value() == "32"
+
+    assert wait_until(set_tokens, timeout=20), "the Max new tokens setting did not take"
 
     # Regenerate: a new answer replaces the stopped one.
     page.locator("#image-chat-regenerate").click()
