@@ -164,3 +164,29 @@ def test_a_question_without_an_image_is_refused_and_nothing_is_lost(page):
     question.press("Enter")
     expect(page.get_by_text("Please add an image first")).to_be_visible()
     expect(user_questions(page)).to_have_count(0)
+
+
+def test_a_second_user_sees_their_place_in_the_queue(browser, app_url, slow_backend):
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(app_url)
+        page.locator("#image-chat-image input[type='file']").set_input_files(
+            str(EXAMPLES / "coffee.jpg")
+        )
+        expect(page.locator("#image-chat-image img")).to_be_visible()
+        pages.append(page)
+    first, second = pages
+    for page in pages:
+        page.locator("#image-chat-input textarea").fill("What colour is the cup?")
+        page.locator("#image-chat-input textarea").press("Enter")
+    expect(first.locator("#image-chat-stop")).to_be_visible()
+    # One generation at a time: the second request waits and says where it stands.
+    expect(second.locator("#image-chat-chatbot")).to_contain_text("queue: 1/1")
+    for page in pages:
+        page.locator("#image-chat-stop").click()
+    for page in pages:
+        expect(page.locator("#image-chat-stop")).to_be_hidden()
+        page.context.close()
+    assert wait_until(lambda: not generate_threads(), timeout=15)

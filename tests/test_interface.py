@@ -1,0 +1,90 @@
+"""The chat controls' handlers, called directly (no browser): state in, state out."""
+
+from __future__ import annotations
+
+import pytest
+
+from interface.chat import (
+    assistant_turn,
+    history_to_turns,
+    make_settings,
+    to_chatbot,
+    to_conversation,
+    user_turn,
+)
+from interface.image_chat import collect_image_turn, image_chat_turns
+from model_backend.errors import InputError
+
+
+def test_a_new_image_is_attached_once():
+    first = collect_image_turn({"text": "What is it?"}, [], "/up/cat.jpg")
+    assert first["images"] == ["/up/cat.jpg"]
+    turns = [first, assistant_turn("A cat.")]
+    follow_up = collect_image_turn({"text": "Colour?"}, turns, "/up/cat.jpg")
+    assert follow_up["images"] == []  # already in the conversation
+    replaced = collect_image_turn({"text": "And this?"}, turns, "/up/dog.jpg")
+    assert replaced["images"] == ["/up/dog.jpg"]
+
+
+def test_an_image_attached_in_the_textbox_wins():
+    turn = collect_image_turn({"text": "Q", "files": ["/up/pasted.png"]}, [], "/up/cat.jpg")
+    assert turn["images"] == ["/up/pasted.png"]
+
+
+@pytest.mark.parametrize(
+    ("message", "image", "error"),
+    [
+        ({"text": "  "}, "/up/cat.jpg", "type a question"),
+        ({"text": "What is it?"}, None, "add an image first"),
+    ],
+)
+def test_refusals(message, image, error):
+    with pytest.raises(InputError, match=error):
+        collect_image_turn(message, [], image)
+
+
+def test_chatbot_shows_images_text_and_figures():
+    turns = [user_turn("What?", ["/up/cat.jpg"]), assistant_turn("<ref>cat</ref>", "3 tokens")]
+    messages = to_chatbot(turns)
+    assert messages[0] == {"role": "user", "content": [{"path": "/up/cat.jpg"}, "What?"]}
+    assert messages[1]["role"] == "assistant"
+    assert messages[1]["content"].startswith("**cat**")
+    assert "<sub>3 tokens</sub>" in messages[1]["content"]
+
+
+def test_conversation_from_state():
+    turns = [user_turn("What?", ["/up/cat.jpg"]), assistant_turn("A cat."), user_turn("Colour?")]
+    conversation = to_conversation(turns, "System.")
+    assert conversation.system_prompt == "System."
+    assert conversation.image_paths == ["/up/cat.jpg"]
+    assert [t.role for t in conversation.turns] == ["user", "assistant", "user"]
+
+
+def test_api_history_accepts_plain_and_gradio_block_content():
+    turns = history_to_turns(
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]},
+        ]
+    )
+    assert [(t["role"], t["text"]) for t in turns] == [("user", "Hi"), ("assistant", "Hello")]
+    with pytest.raises(InputError, match="history must be"):
+        history_to_turns([{"role": "robot", "content": "beep"}])
+
+
+def test_api_image_goes_to_the_first_question():
+    turns = image_chat_turns(
+        "/up/cat.jpg",
+        "Colour?",
+        [{"role": "user", "content": "What?"}, {"role": "assistant", "content": "A cat."}],
+    )
+    assert turns[0]["images"] == ["/up/cat.jpg"] and turns[2]["images"] == []
+    with pytest.raises(InputError, match="image is required"):
+        image_chat_turns(None, "Colour?", None)
+
+
+def test_settings_from_sliders_are_checked():
+    settings = make_settings(0.5, 0.9, 40.0, 1.2, 512.0, 6.0)
+    assert settings.top_k == 40 and settings.max_new_tokens == 512 and settings.max_tiles == 6
+    with pytest.raises(InputError, match="temperature"):
+        make_settings(5, 0.9, 40, 1.2, 512, 6)
