@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--queue-size", type=int, default=32, help="requests that may wait in the queue"
     )
+    parser.add_argument(
+        "--max-images", type=int, default=8, help="images per conversation (multi-image tab)"
+    )
     return parser.parse_args(argv)
 
 
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as error:
         print(f"\n{error}\n", file=sys.stderr)
         return 2
-    demo = build_demo(backend, UIOptions())
+    demo = build_demo(backend, UIOptions(max_images=args.max_images))
     demo.queue(max_size=args.queue_size)
     demo.launch(
         server_name=args.host,

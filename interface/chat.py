@@ -1,11 +1,7 @@
-"""Chat controls shared by every tab: settings, conversation state, streaming, Stop.
+"""Chat controls shared by every tab: the chat panel, streaming, and a Stop that stops.
 
-A tab supplies how a new user turn is collected (its media inputs); everything else, from the
-chatbot to Regenerate/Undo/Clear and the Stop that really stops the model, lives here once.
-
-The conversation is kept in a gr.State as a list of turn dicts
-`{"role": "user" | "assistant", "text": str, "images": [paths], "stats": str | None}`;
-the chatbot display is always derived from it (`to_chatbot`).
+A tab supplies how a new user turn is collected from its media inputs; everything else, from
+the chatbot to Regenerate/Undo/Clear and the Stop that really stops the model, lives here once.
 """
 
 from __future__ import annotations
@@ -13,155 +9,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from interface.rendering import LATEX_DELIMITERS, render_answer, stats_line
+from interface.conversation import assistant_turn, to_chatbot, to_clip, to_conversation
+from interface.rendering import LATEX_DELIMITERS
+from interface.settings import SettingsControls, make_settings
 from model_backend.base import (
     Backend,
     Conversation,
     GenerationSettings,
     GenerationStats,
     TextStream,
-    Turn,
 )
 from model_backend.errors import GenerationError, InputError
+from model_backend.styles import normalize_style
 
 log = logging.getLogger(__name__)
 
 MODEL_QUEUE = "model"  # one concurrency group for every event that runs the model
-
-
-# ---------------------------------------------------------------------------------------------
-# Settings
-
-
-@dataclass
-class SettingsControls:
-    """The settings accordion's components, in GenerationSettings field order after the prompt."""
-
-    system_prompt: gr.Textbox
-    temperature: gr.Slider
-    top_p: gr.Slider
-    top_k: gr.Slider
-    repetition_penalty: gr.Slider
-    max_new_tokens: gr.Slider
-    max_tiles: gr.Slider
-
-    def components(self) -> list[gr.components.Component]:
-        return [getattr(self, f.name) for f in fields(self)]
-
-
-def build_settings(
-    defaults: GenerationSettings, system_prompt: str, prefix: str, max_tiles_label: str = ""
-) -> SettingsControls:
-    """The settings accordion, with the reference's defaults."""
-    with gr.Accordion("Settings", open=False, elem_id=f"{prefix}-settings"):
-        prompt = gr.Textbox(
-            system_prompt, label="System prompt", lines=3, elem_id=f"{prefix}-system-prompt"
-        )
-
-        def slider(name: str, low: float, high: float, step: float, label: str) -> gr.Slider:
-            elem_id = f"{prefix}-{name.replace('_', '-')}"
-            value = getattr(defaults, name)
-            return gr.Slider(low, high, value, step=step, label=label, elem_id=elem_id)
-
-        controls = SettingsControls(
-            system_prompt=prompt,
-            temperature=slider("temperature", 0, 1.5, 0.05, "Temperature (0 = greedy)"),
-            top_p=slider("top_p", 0.05, 1, 0.05, "Top-p"),
-            top_k=slider("top_k", 0, 100, 1, "Top-k (0 = off)"),
-            repetition_penalty=slider("repetition_penalty", 1.0, 1.5, 0.01, "Repetition penalty"),
-            max_new_tokens=slider("max_new_tokens", 16, 4096, 16, "Max new tokens"),
-            max_tiles=slider("max_tiles", 1, 24, 1, max_tiles_label or "Max tiles per image"),
-        )
-    return controls
-
-
-def make_settings(
-    temperature: float,
-    top_p: float,
-    top_k: float,
-    repetition_penalty: float,
-    max_new_tokens: float,
-    max_tiles: float,
-) -> GenerationSettings:
-    """GenerationSettings from UI/API values (sliders deliver floats), checked."""
-    settings = GenerationSettings(
-        temperature=float(temperature),
-        top_p=float(top_p),
-        top_k=int(top_k),
-        repetition_penalty=float(repetition_penalty),
-        max_new_tokens=int(max_new_tokens),
-        max_tiles=int(max_tiles),
-    )
-    settings.check()
-    return settings
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversation state <-> backend and display
-
-
-def user_turn(text: str, images: list[str] | tuple[str, ...] = ()) -> dict:
-    return {"role": "user", "text": text, "images": list(images), "stats": None}
-
-
-def assistant_turn(text: str, stats: str | None = None) -> dict:
-    return {"role": "assistant", "text": text, "images": [], "stats": stats}
-
-
-def to_conversation(turns: list[dict], system_prompt: str) -> Conversation:
-    return Conversation(
-        turns=tuple(Turn(t["role"], t["text"], tuple(t.get("images") or ())) for t in turns),
-        system_prompt=system_prompt,
-    )
-
-
-def to_chatbot(turns: list[dict]) -> list[dict]:
-    """Chatbot messages for the conversation: images shown in the user's bubble."""
-    messages = []
-    for turn in turns:
-        if turn["role"] == "user":
-            content: list = [{"path": path} for path in turn.get("images") or ()]
-            if turn["text"]:
-                content.append(turn["text"])
-            messages.append({"role": "user", "content": content})
-        else:
-            text = render_answer(turn["text"])
-            if turn.get("stats"):
-                text += stats_line(turn["stats"])
-            messages.append({"role": "assistant", "content": text or "…"})
-    return messages
-
-
-def history_to_turns(history: list | None) -> list[dict]:
-    """API history (`[{"role": ..., "content": ...}]`, text content) -> turn dicts.
-
-    Content may also be Gradio's normalised list of blocks; only text blocks are read (files in
-    API history are ignored: images come through the endpoint's own image parameters).
-    """
-    turns = []
-    for message in history or []:
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise InputError(
-                'history must be a list of {"role": "user" | "assistant", "content": "..."} '
-                "messages."
-            )
-        content = message.get("content", "")
-        if isinstance(content, list):
-            content = "\n".join(
-                block.get("text", "") if isinstance(block, dict) else str(block)
-                for block in content
-                if isinstance(block, str) or (isinstance(block, dict) and "text" in block)
-            )
-        turns.append({"role": message["role"], "text": str(content), "images": [], "stats": None})
-    return turns
-
-
-# ---------------------------------------------------------------------------------------------
-# Streaming
 
 
 class ActiveStreams:
@@ -212,6 +78,7 @@ def stream_answer(
     conversation: Conversation,
     settings: GenerationSettings,
     on_start: Callable[[TextStream], None] = lambda stream: None,
+    on_notice: Callable[[str], object] = lambda notice: None,
 ) -> Iterator[tuple[str, GenerationStats | None]]:
     """Yield (answer so far, None) while streaming, then (answer, stats) once at the end.
 
@@ -219,6 +86,8 @@ def stream_answer(
     """
     stream = backend.stream(conversation, settings)
     on_start(stream)
+    for notice in stream.notices:
+        on_notice(notice)
     text = ""
     try:
         for piece in stream:
@@ -244,7 +113,8 @@ class ChatPanel:
     """Chatbot, textbox and buttons of one tab, wired to the backend.
 
     `collect_turn(message, turns, *media_values)` builds the new user turn dict from the
-    textbox value and the tab's media inputs, or raises InputError.
+    textbox value and the tab's media inputs, or raises InputError; the panel then records
+    how the question is asked (reasoning, answer style) and checks its images.
     """
 
     def __init__(
@@ -254,6 +124,7 @@ class ChatPanel:
         collect_turn: Callable[..., dict],
         placeholder: str,
         file_types: list[str] | None = None,
+        file_count: str = "single",
         concurrency_limit: int = 1,
     ):
         self.backend = backend
@@ -275,7 +146,7 @@ class ChatPanel:
             placeholder="Ask a question and press Enter",
             label="Question",
             file_types=file_types or ["image"],
-            file_count="single",
+            file_count=file_count,
             sources=["upload"],
             show_label=False,
             submit_btn="Send",
@@ -315,14 +186,19 @@ class ChatPanel:
         checked = {"concurrency_limit": None, "show_progress": "hidden", **hidden}
         submitted = self.textbox.submit(
             self.add_turn,
-            [self.textbox, self.state, *media_inputs],
+            [self.textbox, self.state, *settings.style(), *media_inputs],
             [self.state, self.chatbot, self.textbox],
             **checked,
         )
         self._generate_after(submitted, settings)
 
         for trigger in (self.regenerate_btn.click, self.chatbot.retry):
-            retried = trigger(self.drop_answer, [self.state], [self.state, self.chatbot], **checked)
+            retried = trigger(
+                self.drop_answer,
+                [self.state, *settings.style()],
+                [self.state, self.chatbot],
+                **checked,
+            )
             self._generate_after(retried, settings)
 
         for trigger in (self.undo_btn.click, self.chatbot.undo):
@@ -357,7 +233,7 @@ class ChatPanel:
         )
         generation = running.then(
             self.respond,
-            [self.state, *settings.components()],
+            [self.state, *settings.generation()],
             [self.state, self.chatbot, self.textbox],
             concurrency_id=MODEL_QUEUE,
             concurrency_limit=self.concurrency_limit,
@@ -372,7 +248,15 @@ class ChatPanel:
         session = getattr(request, "session_hash", None) or "no-session"
         return f"{session}/{self.name}"
 
-    def add_turn(self, request: gr.Request, message: dict | None, turns: list[dict], *media_values):
+    def add_turn(
+        self,
+        request: gr.Request,
+        message: dict | None,
+        turns: list[dict],
+        reasoning: bool,
+        answer_style: str,
+        *media_values,
+    ):
         """Append the user's turn (validated) and clear the textbox.
 
         (`request` comes first: Gradio cannot pass it after a *args parameter.)
@@ -381,19 +265,26 @@ class ChatPanel:
         message = message or {"text": "", "files": []}
         try:
             turn = self.collect_turn(message, turns, *media_values)
+            turn.update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
             for path in turn["images"]:
                 self.backend.check_image(path)
+            if turn.get("video"):
+                self.backend.sample_video(to_clip(turn["video"]))  # decodes once, cached
         except InputError as error:
             raise gr.Error(str(error), print_exception=False) from None
         turns = [*turns, turn]
         return turns, to_chatbot(turns), gr.MultimodalTextbox(value=None)
 
-    def drop_answer(self, turns: list[dict], request: gr.Request):
-        """Regenerate: forget the last answer, keep the question."""
+    def drop_answer(
+        self, turns: list[dict], reasoning: bool, answer_style: str, request: gr.Request
+    ):
+        """Regenerate: forget the last answer; ask the question again with today's style."""
         ACTIVE_STREAMS.new_request(self.key(request))
         if not turns or turns[-1]["role"] != "assistant":
             raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
-        turns = turns[:-1]
+        question = {**turns[-2], "reasoning": bool(reasoning)}
+        question["answer_style"] = normalize_style(answer_style)
+        turns = [*turns[:-2], question]
         return turns, to_chatbot(turns)
 
     def undo(self, turns: list[dict]):
@@ -436,7 +327,9 @@ class ChatPanel:
                 temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles
             )
             conversation = to_conversation(turns, system_prompt)
-            for text, stats in stream_answer(self.backend, conversation, settings, register):
+            for text, stats in stream_answer(
+                self.backend, conversation, settings, register, on_notice=gr.Warning
+            ):
                 answer = assistant_turn(text, stats.summary() if stats else None)
                 shown = [*turns, answer]
                 yield shown, to_chatbot(shown), gr.skip()
@@ -450,14 +343,3 @@ class ChatPanel:
         finally:
             for stream in started:
                 ACTIVE_STREAMS.remove(key, stream)
-
-
-def api_answer(backend: Backend, conversation: Conversation, settings: GenerationSettings):
-    """Generator for API endpoints: the answer so far, as plain text, then the final answer."""
-    try:
-        for text, _stats in stream_answer(backend, conversation, settings):
-            yield text
-    except Exception as error:
-        if not isinstance(error, InputError | GenerationError):
-            log.exception("generation failed")
-        raise gr.Error(user_message(error), print_exception=False) from None

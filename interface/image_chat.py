@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import gradio as gr
 
-from interface.chat import (
-    MODEL_QUEUE,
-    ChatPanel,
-    api_answer,
-    build_settings,
-    history_to_turns,
-    make_settings,
-    to_conversation,
-    user_turn,
-)
+from interface.api import answer_request, register_endpoint
+from interface.chat import ChatPanel
+from interface.conversation import conversation_paths, history_to_turns, user_turn
 from interface.examples import tab_examples
+from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
+
+
+def question_text(message: dict) -> str:
+    text = (message.get("text") or "").strip()
+    if not text:
+        raise InputError("Please type a question.")
+    return text
 
 
 def collect_image_turn(message: dict, turns: list[dict], image: str | None) -> dict:
@@ -24,18 +25,16 @@ def collect_image_turn(message: dict, turns: list[dict], image: str | None) -> d
 
     An image attached in the textbox takes precedence over the image box.
     """
-    text = (message.get("text") or "").strip()
-    if not text:
-        raise InputError("Please type a question.")
+    text = question_text(message)
     attached = list(message.get("files") or [])
     if attached:
         return user_turn(text, attached[-1:])
-    sent = {path for turn in turns for path in turn["images"]}
+    sent = conversation_paths(turns)
     if image and image not in sent:
         return user_turn(text, [image])
     if not sent:
         raise InputError("Please add an image first (upload, paste or webcam).")
-    return user_turn(text, [])
+    return user_turn(text)
 
 
 def image_chat_turns(image: str | None, question: str, history: list | None) -> list[dict]:
@@ -50,10 +49,7 @@ def image_chat_turns(image: str | None, question: str, history: list | None) -> 
 
 
 def build_image_chat_tab(
-    backend: Backend,
-    defaults: GenerationSettings,
-    system_prompt: str,
-    concurrency_limit: int,
+    backend: Backend, defaults: GenerationSettings, system_prompt: str, concurrency_limit: int
 ) -> None:
     """Image chat: one image (replaceable), multi-turn questions about it."""
     with gr.Row(equal_height=False):
@@ -83,25 +79,15 @@ def build_image_chat_tab(
             label="Examples (click one, then press Send)",
             cache_examples=False,
         )
-    panel.wire(
-        settings,
-        media_inputs=[image],
-        media_outputs=[image],
-        clear_media=lambda: (None,),
-    )
-    add_image_chat_api(backend, system_prompt, concurrency_limit)
-
-
-def add_image_chat_api(
-    backend: Backend, default_system_prompt: str, concurrency_limit: int
-) -> None:
-    """`/image_chat`: stream an answer about one image; each output is the answer so far."""
+    panel.wire(settings, media_inputs=[image], media_outputs=[image], clear_media=lambda: (None,))
 
     def image_chat(
         image: str | None,
         question: str,
         history: list | None = None,
-        system_prompt: str = "",
+        system_prompt: str = system_prompt,
+        reasoning: bool = False,
+        answer_style: str = "Default",
         max_new_tokens: float = 1024,
         temperature: float = 0.2,
         top_p: float = 0.7,
@@ -110,41 +96,21 @@ def add_image_chat_api(
         max_tiles: float = 12,
     ):
         """Answer `question` about `image`, after the earlier turns in `history`."""
-        try:
-            turns = image_chat_turns(image, question, history)
-            backend.check_image(image)
-            settings = make_settings(
-                temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles
-            )
-            conversation = to_conversation(turns, system_prompt)
-            conversation.check()
-        except InputError as error:
-            raise gr.Error(str(error), print_exception=False) from None
-        yield from api_answer(backend, conversation, settings)
+        yield from answer_request(
+            backend,
+            lambda: image_chat_turns(image, question, history),
+            system_prompt,
+            reasoning,
+            answer_style,
+            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
+        )
 
-    defaults = GenerationSettings()
-    with gr.Column(visible=False):
-        inputs = [
-            # A File, not an Image: Gradio would decode an Image itself and fail with its own
-            # error on a broken file; the backend's loader gives the user a clear message.
-            gr.File(label="image", file_types=["image"]),
-            gr.Textbox(label="question"),
-            gr.JSON(label="history"),
-            gr.Textbox(default_system_prompt, label="system_prompt"),
-            gr.Number(defaults.max_new_tokens, label="max_new_tokens"),
-            gr.Number(defaults.temperature, label="temperature"),
-            gr.Number(defaults.top_p, label="top_p"),
-            gr.Number(defaults.top_k, label="top_k"),
-            gr.Number(defaults.repetition_penalty, label="repetition_penalty"),
-            gr.Number(defaults.max_tiles, label="max_tiles"),
-        ]
-        answer = gr.Textbox(label="answer")
-        trigger = gr.Button()
-    trigger.click(
+    register_endpoint(
+        "image_chat",
         image_chat,
-        inputs,
-        answer,
-        api_name="image_chat",
-        concurrency_id=MODEL_QUEUE,
-        concurrency_limit=concurrency_limit,
+        # A File, not an Image: Gradio would decode an Image itself and fail with its own error
+        # on a broken file; the backend's loader gives the user a clear message.
+        lambda: [gr.File(label="image", file_types=["image"]), gr.Textbox(label="question")],
+        system_prompt,
+        concurrency_limit,
     )

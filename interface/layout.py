@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from interface.image_chat import build_image_chat_tab
+from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
+from interface.video_chat import build_video_chat_tab
 from model_backend.base import Backend, GenerationSettings
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 
@@ -25,6 +27,7 @@ class UIOptions:
     defaults: GenerationSettings = field(default_factory=GenerationSettings)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     concurrency_limit: int = 1  # generations at once (the model queue is shared by all tabs)
+    max_images: int = DEFAULT_MAX_IMAGES  # per conversation, in the multi-image tab
 
 
 def header_markdown(backend: Backend) -> str:
@@ -44,8 +47,12 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     options = options or UIOptions()
     with gr.Blocks(title=TITLE, fill_width=True) as demo:
         gr.Markdown(header_markdown(backend), elem_id="header-note")
-        with gr.Tabs(), gr.Tab("Image chat", id="image-chat"):
-            build_image_chat_tab(
-                backend, options.defaults, options.system_prompt, options.concurrency_limit
-            )
+        common = (backend, options.defaults, options.system_prompt, options.concurrency_limit)
+        with gr.Tabs():
+            with gr.Tab("Image chat", id="image-chat"):
+                build_image_chat_tab(*common)
+            with gr.Tab("Multi-image chat", id="multi-image"):
+                build_multi_image_chat_tab(*common, max_images=options.max_images)
+            with gr.Tab("Video chat", id="video-chat"):
+                build_video_chat_tab(*common)
     return demo

@@ -15,15 +15,49 @@ from pathlib import Path
 from typing import Literal
 
 from model_backend.errors import InputError
+from model_backend.styles import normalize_style
+
+MAX_FRAMES = 64
+MAX_TILES_PER_FRAME = 4
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """A video and how to sample it: `num_frames` segment midpoints over [start, end] seconds."""
+
+    path: str
+    num_frames: int = 16
+    start: float | None = None
+    end: float | None = None
+    tiles_per_frame: int = 1
+
+    def check(self) -> None:
+        if not 1 <= self.num_frames <= MAX_FRAMES:
+            raise InputError(f"The number of frames must be between 1 and {MAX_FRAMES}.")
+        if not 1 <= self.tiles_per_frame <= MAX_TILES_PER_FRAME:
+            raise InputError(f"Tiles per frame must be between 1 and {MAX_TILES_PER_FRAME}.")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise InputError(
+                f"The start ({self.start:g} s) must come before the end ({self.end:g} s)."
+            )
 
 
 @dataclass(frozen=True)
 class Turn:
-    """One message: a user question (with the images it brings) or an assistant answer."""
+    """One message: a user question (with the images or the video it brings) or an answer."""
 
     role: Literal["user", "assistant"]
     text: str
     images: tuple[str, ...] = ()  # file paths, in the order they were given
+    video: VideoClip | None = None
+    # How the question was asked: the MPO "reason step by step" wrapper, an answer style.
+    reasoning: bool = False
+    answer_style: str = "Default"
+
+    @property
+    def visual_count(self) -> int:
+        """How many `<image>` slots the turn fills: its images, or its video's frames."""
+        return len(self.images) + (self.video.num_frames if self.video else 0)
 
 
 @dataclass(frozen=True)
@@ -41,12 +75,24 @@ class Conversation:
     def image_paths(self) -> list[str]:
         return [path for turn in self.turns for path in turn.images]
 
+    @property
+    def visual_count(self) -> int:
+        return sum(turn.visual_count for turn in self.turns)
+
     def check(self) -> None:
         """Raise InputError unless this is a conversation a model can answer."""
         if not self.turns or self.turns[-1].role != "user":
             raise InputError("The conversation must end with a question from the user.")
         if not self.turns[-1].text.strip():
             raise InputError("Please type a question.")
+        for turn in self.turns:
+            if turn.images and turn.video:
+                raise InputError(
+                    "One message can carry images or a video, not both: send them separately."
+                )
+            if turn.video:
+                turn.video.check()
+            normalize_style(turn.answer_style)
 
 
 @dataclass(frozen=True)
@@ -123,6 +169,8 @@ class TextStream:
     cancel: Callable[[], None]
     stats: GenerationStats | None = None
     started: float = field(default_factory=time.perf_counter)
+    # Things the user should know about this answer, e.g. that old turns were left out.
+    notices: list[str] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -163,8 +211,35 @@ class Backend(ABC):
     def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
         """Start answering; raise InputError for input the model cannot take."""
 
+    tokens_per_tile: int = 256
+
     def check_image(self, path: str | Path) -> None:
         """Raise InputError if the file is not an image this backend can use."""
         from model_backend.images import load_image
 
         load_image(path)
+
+    def sample_video(self, clip: VideoClip) -> tuple[list, list[float]]:
+        """The frames the model will see (upright PIL images) and their timestamps in seconds.
+
+        Cached: asking again about the same clip does not decode the video again.
+        """
+        from model_backend.media import sample_video
+
+        clip.check()
+        return sample_video(clip)
+
+    def image_token_estimate(self, conversation: Conversation, max_tiles: int) -> list[int]:
+        """Tiles (thumbnail included) each image of the conversation will cost, in order.
+
+        Reads only image headers; multiply by `tokens_per_tile` for tokens.
+        """
+        from model_backend.media import image_size
+        from model_backend.prompt import image_tile_budgets
+        from model_backend.tiling import count_tiles
+
+        budgets = image_tile_budgets(conversation, max_tiles)
+        return [
+            count_tiles(*image_size(path), budget)
+            for path, budget in zip(conversation.image_paths, budgets, strict=True)
+        ]

@@ -7,14 +7,12 @@ decoding step, and the worker thread is joined before the stream's close returns
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +35,8 @@ from model_backend.base import (
     TextStream,
 )
 from model_backend.errors import GenerationError, InputError, ModelLoadError
-from model_backend.images import load_image
-from model_backend.prompt import build_prompt, image_tile_budgets
-from model_backend.tiling import image_to_pixel_values
+from model_backend.media import frame_pixels, image_pixels
+from model_backend.prompt import build_prompt, drop_oldest_visual_turn, image_tile_budgets
 from model_backend.tiny import RANDOM_WEIGHTS_MARKER
 
 log = logging.getLogger(__name__)
@@ -212,6 +209,7 @@ class TokenStreamer(BaseStreamer):
 class PreparedInput:
     input_ids: torch.Tensor
     pixel_values: torch.Tensor | None
+    notices: list[str]
 
 
 class LocalBackend(Backend):
@@ -223,7 +221,6 @@ class LocalBackend(Backend):
         device: str = "auto",
         dtype: str = "auto",
         attn: str = "sdpa",
-        image_cache_size: int = 32,
     ):
         config = read_model_config(model)
         check_native_format(model, config)
@@ -253,8 +250,6 @@ class LocalBackend(Backend):
             context_length=self.context_length,
         )
         self._lock = threading.Lock()  # one generation at a time on one model
-        self._image_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._image_cache_size = image_cache_size
 
     def _stop_token_ids(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id
@@ -264,42 +259,53 @@ class LocalBackend(Backend):
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def image_pixels(self, path: str, max_tiles: int) -> np.ndarray:
-        """Tiles of one image file; cached by content so later turns do not decode it again."""
-        data = Path(path).read_bytes()
-        key = (hashlib.sha1(data).hexdigest(), max_tiles, self.tile_size)
-        if key in self._image_cache:
-            self._image_cache.move_to_end(key)
-            return self._image_cache[key]
-        pixels = image_to_pixel_values(load_image(path), max_tiles, tile_size=self.tile_size)
-        self._image_cache[key] = pixels
-        while len(self._image_cache) > self._image_cache_size:
-            self._image_cache.popitem(last=False)
-        return pixels
+    def visual_tiles(self, conversation: Conversation, max_tiles: int) -> list[np.ndarray]:
+        """Tiles of every image and video frame, in prompt order (cached across turns)."""
+        budgets = iter(image_tile_budgets(conversation, max_tiles))
+        tiles: list[np.ndarray] = []
+        for turn in conversation.turns:
+            tiles += [image_pixels(path, next(budgets), self.tile_size) for path in turn.images]
+            if turn.video:
+                tiles += frame_pixels(turn.video, self.tile_size)
+        return tiles
 
     def prepare(self, conversation: Conversation, settings: GenerationSettings) -> PreparedInput:
-        """Images -> tiles -> prompt -> token ids. Raises InputError for unusable input."""
+        """Images -> tiles -> prompt -> token ids. Raises InputError for unusable input.
+
+        A conversation too long for the model loses its oldest image/video turns first.
+        """
         conversation.check()
         settings.check()
-        budgets = image_tile_budgets(conversation, settings.max_tiles)
-        tiles = [
-            self.image_pixels(path, budget)
-            for path, budget in zip(conversation.image_paths, budgets, strict=True)
-        ]
-        prompt = build_prompt(conversation, [len(t) for t in tiles], self.tokens_per_tile)
-        input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
+        dropped = 0
+        while True:
+            tiles = self.visual_tiles(conversation, settings.max_tiles)
+            prompt = build_prompt(conversation, [len(t) for t in tiles], self.tokens_per_tile)
+            input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
+            if input_ids.shape[1] + settings.max_new_tokens <= self.context_length:
+                break
+            shorter = drop_oldest_visual_turn(conversation)
+            if shorter is None:
+                break
+            conversation, dropped = shorter, dropped + 1
         prompt_tokens = input_ids.shape[1]
         if prompt_tokens >= self.context_length:
             image_tokens = sum(len(t) for t in tiles) * self.tokens_per_tile
             raise InputError(
-                f"This conversation needs {prompt_tokens} tokens ({image_tokens} of them for "
-                f"images) but the model takes at most {self.context_length}. Lower 'Max tiles', "
-                f"remove images or start a new conversation."
+                f"This question needs {prompt_tokens} tokens ({image_tokens} of them for images "
+                f"and frames) but the model takes at most {self.context_length}. Lower 'Max "
+                f"tiles' or the number of frames, send fewer images, or start a new conversation."
+            )
+        notices = []
+        if dropped:
+            notices.append(
+                f"The conversation is longer than the model's context ({self.context_length} "
+                f"tokens): its {dropped} oldest question(s) with images or video were left out "
+                f"of this answer."
             )
         pixel_values = None
         if tiles:
             pixel_values = torch.from_numpy(np.concatenate(tiles)).to(self.device, self.dtype)
-        return PreparedInput(input_ids.to(self.device), pixel_values)
+        return PreparedInput(input_ids.to(self.device), pixel_values, notices)
 
     def generation_kwargs(self, settings: GenerationSettings, prompt_tokens: int) -> dict:
         kwargs = {
@@ -338,7 +344,7 @@ class LocalBackend(Backend):
         thread = threading.Thread(
             target=self._generate, args=(kwargs, streamer, failure), name="internvl-generate"
         )
-        text_stream = TextStream(pieces=iter(()), cancel=stop.set)
+        text_stream = TextStream(pieces=iter(()), cancel=stop.set, notices=inputs.notices)
 
         def pieces():
             started = time.perf_counter()

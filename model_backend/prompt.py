@@ -6,6 +6,9 @@ The format is the `internvl2_5` ChatML template with the model's own system mess
     <|im_start|>user\\n{images}{question}<|im_end|>\\n
     <|im_start|>assistant\\n{answer}<|im_end|>\\n ... <|im_start|>assistant\\n
 
+A question asked with "reason step by step" or an answer style is written as the MPO
+chain-of-thought prompt / with the MMInstruct instruction (model_backend.styles).
+
 Images: when the whole conversation holds one image it is written `<image>\\n`; with several, each
 is `Image-k: <image>\\n`, numbered across the conversation so a question can say "Image-3".
 Tile budgets follow the official demo worker: the images of the latest user turn that carries
@@ -18,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from model_backend.base import Conversation, Turn
+from model_backend.styles import style_question
 
 # The model's own system message (InternVL 2.5 model cards and chat template).
 DEFAULT_SYSTEM_PROMPT = (
@@ -63,17 +67,22 @@ def image_tile_budgets(conversation: Conversation, max_tiles: int) -> list[int]:
 
 
 def user_text(turn: Turn, first_number: int, numbered: bool) -> str:
-    """A user turn's text with its image placeholders in front.
+    """A user turn's text with its image (or video frame) placeholders in front.
 
-    `first_number` is the conversation-wide number of the turn's first image.
+    `first_number` is the conversation-wide number of the turn's first image. A video's frames
+    are written `Frame1: <image>\n`, `Frame2: <image>\n`, ... as in the model card.
     """
-    if numbered:
+    if turn.video:
+        prefix = "".join(
+            f"Frame{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(turn.video.num_frames)
+        )
+    elif numbered:
         prefix = "".join(
             f"Image-{first_number + i}: {IMAGE_PLACEHOLDER}\n" for i in range(len(turn.images))
         )
     else:
         prefix = f"{IMAGE_PLACEHOLDER}\n" * len(turn.images)
-    return prefix + clean_text(turn.text)
+    return prefix + style_question(clean_text(turn.text), turn.reasoning, turn.answer_style)
 
 
 def chat_messages(conversation: Conversation) -> list[tuple[str, str]]:
@@ -106,11 +115,12 @@ def build_prompt(
 ) -> str:
     """The full model input text, ending with the assistant's opening, images expanded.
 
-    `tiles_per_image` is the actual tile count (thumbnail included) of each image, in order.
+    `tiles_per_image` is the actual tile count (thumbnail included) of each image and video
+    frame, in conversation order.
     """
-    if len(tiles_per_image) != conversation.image_count:
+    if len(tiles_per_image) != conversation.visual_count:
         raise ValueError(
-            f"{conversation.image_count} images in the conversation but "
+            f"{conversation.visual_count} images and frames in the conversation but "
             f"{len(tiles_per_image)} tile counts"
         )
     parts = [f"{IM_START}{role}\n{text}{IM_END}\n" for role, text in chat_messages(conversation)]
@@ -120,3 +130,16 @@ def build_prompt(
     for tiles, piece in zip(tiles_per_image, pieces[1:], strict=True):
         expanded += [image_tokens(tiles, tokens_per_tile), piece]
     return "".join(expanded)
+
+
+def drop_oldest_visual_turn(conversation: Conversation) -> Conversation | None:
+    """The conversation without its oldest question that brought images or a video (and that
+    question's answer), or None if only the current question is left to drop."""
+    turns = conversation.turns
+    for index, turn in enumerate(turns[:-1]):
+        if turn.role == "user" and turn.visual_count:
+            end = index + 1
+            if end < len(turns) - 1 and turns[end].role == "assistant":
+                end += 1
+            return Conversation(turns[:index] + turns[end:], conversation.system_prompt)
+    return None

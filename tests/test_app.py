@@ -14,22 +14,31 @@ from tests.conftest import EXAMPLES, generate_threads, wait_until
 CAT = str(EXAMPLES / "cat.jpg")
 
 
+COMMON_PARAMETERS = [
+    "history",
+    "system_prompt",
+    "reasoning",
+    "answer_style",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "max_tiles",
+]
+
+
 def test_only_the_documented_endpoints_are_public(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/image_chat"}
-    parameters = [p["parameter_name"] for p in endpoints["/image_chat"]["parameters"]]
-    assert parameters == [
-        "image",
-        "question",
-        "history",
-        "system_prompt",
-        "max_new_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "repetition_penalty",
-        "max_tiles",
-    ]
+    assert set(endpoints) == {"/image_chat", "/multi_image_chat", "/video_chat"}
+
+    def names(endpoint):
+        return [p["parameter_name"] for p in endpoints[endpoint]["parameters"]]
+
+    assert names("/image_chat") == ["image", "question", *COMMON_PARAMETERS]
+    assert names("/multi_image_chat") == ["images", "question", *COMMON_PARAMETERS]
+    video = ["video", "question", "num_frames", "start", "end", "tiles_per_frame"]
+    assert names("/video_chat") == [*video, *COMMON_PARAMETERS]
 
 
 def test_image_chat_streams_the_answer_so_far(client):
@@ -57,12 +66,12 @@ def test_history_and_settings_reach_the_backend(client, backend, monkeypatch):
         {"role": "assistant", "content": "A cat on a rug."},
     ]
     client.predict(
-        handle_file(CAT),
-        "What colour is it?",
-        history,
-        "Be brief.",
-        8,
-        0,
+        image=handle_file(CAT),
+        question="What colour is it?",
+        history=history,
+        system_prompt="Be brief.",
+        max_new_tokens=8,
+        temperature=0,
         api_name="/image_chat",
     )
     conversation, settings = seen[-1]
@@ -121,7 +130,7 @@ def test_a_path_on_the_server_is_not_readable_through_the_api(app_url, backend, 
     calls = []
     monkeypatch.setattr(backend, "stream", lambda *args: calls.append(args))
     server_file = {"path": str(EXAMPLES / "cat.jpg"), "meta": {"_type": "gradio.FileData"}}
-    data = [server_file, "What is this?", None, "", 8, 0.2, 0.7, 0, 1.1, 12]
+    data = [server_file, "What is this?", None, "", False, "Default", 8, 0.2, 0.7, 0, 1.1, 12]
     posted = httpx.post(f"{app_url}gradio_api/call/image_chat", json={"data": data})
     event_id = posted.json()["event_id"]
     events = httpx.get(f"{app_url}gradio_api/call/image_chat/{event_id}", timeout=60).text

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from interface.chat import (
+from interface.conversation import (
     assistant_turn,
     history_to_turns,
-    make_settings,
     to_chatbot,
     to_conversation,
     user_turn,
 )
+from interface.settings import make_settings
 from interface.image_chat import collect_image_turn, image_chat_turns
 from model_backend.errors import InputError
 

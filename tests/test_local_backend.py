@@ -145,12 +145,12 @@ def test_multibyte_characters_are_not_split(backend):
 
 
 def test_follow_up_does_not_decode_the_image_again(backend, monkeypatch):
-    import model_backend.local as local
+    import model_backend.media as media
 
     calls = []
-    real_load = local.load_image
-    monkeypatch.setattr(local, "load_image", lambda path: calls.append(path) or real_load(path))
-    backend._image_cache.clear()
+    real_load = media.load_image
+    monkeypatch.setattr(media, "load_image", lambda path: calls.append(path) or real_load(path))
+    media.PIXEL_CACHE.clear()
     conversation = ask()
     backend.prepare(conversation, GenerationSettings())
     follow_up = Conversation(
@@ -175,7 +175,7 @@ def test_bad_input_is_refused_with_a_message(backend, tmp_path):
 def test_too_long_for_the_context_says_the_numbers(backend, monkeypatch):
     monkeypatch.setattr(backend, "context_length", 100)
     with pytest.raises(
-        InputError, match=r"needs \d+ tokens \(112 of them for images\).*at most 100"
+        InputError, match=r"needs \d+ tokens \(112 of them for images and frames\).*at most 100"
     ):
         backend.stream(ask(), GenerationSettings(max_tiles=12))
 

@@ -118,5 +118,48 @@ def test_grounding_tags_in_questions_are_kept():
 
 def test_tile_counts_must_match_the_images():
     conversation = Conversation((Turn("user", "q", ("a.jpg",)),), SYSTEM)
-    with pytest.raises(ValueError, match="1 images"):
+    with pytest.raises(ValueError, match="1 images and frames"):
         build_prompt(conversation, [], tokens_per_tile=2)
+
+
+def test_reasoning_and_answer_style_shape_the_question_the_model_sees():
+    conversation = Conversation(
+        (Turn("user", "Is it red?", ("a.jpg",), reasoning=True, answer_style="Yes/No"),), SYSTEM
+    )
+    user = chat_messages(conversation)[1][1]
+    assert user == (
+        "<image>\nYour task is to answer the question below. Give step by step reasoning before "
+        'you answer, and when you\'re ready to answer, please use the format "Final answer: .."'
+        "\n\nQuestion:\n\nIs it red? Please answer with 'Yes' or 'No'."
+    )
+
+
+def test_video_frames_are_written_frame_by_frame():
+    from model_backend.base import VideoClip
+
+    clip = VideoClip("v.mp4", num_frames=3)
+    conversation = Conversation((Turn("user", "What happens?", video=clip),), SYSTEM)
+    assert chat_messages(conversation)[1][1] == (
+        "Frame1: <image>\nFrame2: <image>\nFrame3: <image>\nWhat happens?"
+    )
+    prompt = build_prompt(conversation, [1, 1, 1], tokens_per_tile=2)
+    assert f"Frame3: {expand(1)}\nWhat happens?" in prompt
+
+
+def test_the_oldest_image_turns_are_dropped_first():
+    from model_backend.prompt import drop_oldest_visual_turn
+
+    conversation = Conversation(
+        (
+            Turn("user", "q1", ("a",)),
+            Turn("assistant", "a1"),
+            Turn("user", "q2", ("b",)),
+            Turn("assistant", "a2"),
+            Turn("user", "q3"),
+        )
+    )
+    shorter = drop_oldest_visual_turn(conversation)
+    assert [t.text for t in shorter.turns] == ["q2", "a2", "q3"]
+    shortest = drop_oldest_visual_turn(shorter)
+    assert [t.text for t in shortest.turns] == ["q3"]
+    assert drop_oldest_visual_turn(shortest) is None

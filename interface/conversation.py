@@ -1,0 +1,142 @@
+"""The conversation as the UI keeps it, and its two views: the model's and the chatbot's.
+
+A gr.State holds a list of turn dicts:
+`{"role": "user" | "assistant", "text": str, "images": [paths], "video": dict | None,
+  "reasoning": bool, "answer_style": str, "stats": str | None}`.
+The chatbot display is always derived from it (`to_chatbot`).
+"""
+
+from __future__ import annotations
+
+from interface.rendering import render_answer, stats_line
+from model_backend.base import Conversation, Turn, VideoClip
+from model_backend.errors import InputError
+from model_backend.styles import DEFAULT_STYLE, normalize_style, split_final_answer
+
+
+def user_turn(
+    text: str,
+    images: list[str] | tuple[str, ...] = (),
+    video: dict | None = None,
+    reasoning: bool = False,
+    answer_style: str | None = DEFAULT_STYLE,
+) -> dict:
+    return {
+        "role": "user",
+        "text": text,
+        "images": list(images),
+        "video": video,
+        "reasoning": bool(reasoning),
+        "answer_style": normalize_style(answer_style),
+        "stats": None,
+    }
+
+
+def assistant_turn(text: str, stats: str | None = None) -> dict:
+    return {"role": "assistant", "text": text, "images": [], "video": None, "stats": stats}
+
+
+def video_dict(
+    path: str, num_frames: int, start: float | None, end: float | None, tiles_per_frame: int
+) -> dict:
+    """How a turn records its video (plain data, as gr.State keeps it)."""
+    return {
+        "path": path,
+        "num_frames": int(num_frames),
+        "start": None if start is None else float(start),
+        "end": None if end is None else float(end),
+        "tiles_per_frame": int(tiles_per_frame),
+    }
+
+
+def to_clip(video: dict) -> VideoClip:
+    return VideoClip(**video)
+
+
+def to_turn(turn: dict) -> Turn:
+    video = turn.get("video")
+    return Turn(
+        turn["role"],
+        turn["text"],
+        tuple(turn.get("images") or ()),
+        video=to_clip(video) if video else None,
+        reasoning=bool(turn.get("reasoning")),
+        answer_style=turn.get("answer_style") or DEFAULT_STYLE,
+    )
+
+
+def to_conversation(turns: list[dict], system_prompt: str) -> Conversation:
+    return Conversation(turns=tuple(to_turn(t) for t in turns), system_prompt=system_prompt)
+
+
+def answer_messages(text: str, stats: str | None, reasoning: bool) -> list[dict]:
+    """Chatbot messages for one answer: the reasoning collapsible, the final answer in bold."""
+    footer = stats_line(stats) if stats else ""
+    if not reasoning:
+        return [{"role": "assistant", "content": (render_answer(text) or "…") + footer}]
+    steps, final = split_final_answer(text)
+    thinking = {
+        "role": "assistant",
+        "content": render_answer(steps) or "…",
+        "metadata": {"title": "Reasoning", "status": "done" if final is not None else "pending"},
+    }
+    if final is None:
+        if footer:  # ended (or stopped) without a final answer
+            thinking["metadata"]["status"] = "done"
+            return [thinking, {"role": "assistant", "content": "(no final answer)" + footer}]
+        return [thinking]
+    return [
+        thinking,
+        {"role": "assistant", "content": f"**Final answer:** {render_answer(final)}" + footer},
+    ]
+
+
+def to_chatbot(turns: list[dict]) -> list[dict]:
+    """Chatbot messages for the conversation: images and videos shown in the user's bubble."""
+    messages: list[dict] = []
+    reasoning = False
+    for turn in turns:
+        if turn["role"] == "user":
+            content: list = [{"path": path} for path in turn.get("images") or ()]
+            if turn.get("video"):
+                content.append({"path": turn["video"]["path"]})
+            if turn["text"]:
+                content.append(turn["text"])
+            messages.append({"role": "user", "content": content})
+            reasoning = bool(turn.get("reasoning"))
+        else:
+            messages += answer_messages(turn["text"], turn.get("stats"), reasoning)
+    return messages
+
+
+def history_to_turns(history: list | None) -> list[dict]:
+    """API history (`[{"role": ..., "content": ...}]`, text content) -> turn dicts.
+
+    Content may also be Gradio's normalised list of blocks; only text blocks are read (files in
+    API history are ignored: media come through the endpoint's own parameters).
+    """
+    turns = []
+    for message in history or []:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InputError(
+                'history must be a list of {"role": "user" | "assistant", "content": "..."} '
+                "messages."
+            )
+        content = message.get("content", "")
+        if isinstance(content, list):
+            content = "\n".join(
+                block.get("text", "") if isinstance(block, dict) else str(block)
+                for block in content
+                if isinstance(block, str) or (isinstance(block, dict) and "text" in block)
+            )
+        if message["role"] == "user":
+            turns.append(user_turn(str(content)))
+        else:
+            turns.append(assistant_turn(str(content)))
+    return turns
+
+
+def conversation_paths(turns: list[dict]) -> set[str]:
+    """Every image and video file the conversation already holds."""
+    paths = {path for turn in turns for path in turn.get("images") or ()}
+    return paths | {turn["video"]["path"] for turn in turns if turn.get("video")}

@@ -1,0 +1,162 @@
+"""The Multi-image chat tab and its `/multi_image_chat` API endpoint."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from interface.api import answer_request, register_endpoint
+from interface.chat import ChatPanel
+from interface.conversation import history_to_turns, to_conversation, user_turn
+from interface.examples import tab_examples
+from interface.image_chat import question_text
+from interface.settings import build_settings
+from model_backend.base import Backend, GenerationSettings
+from model_backend.errors import InputError
+
+DEFAULT_MAX_IMAGES = 8
+
+
+def images_in(turns: list[dict]) -> list[str]:
+    return [path for turn in turns for path in turn.get("images") or ()]
+
+
+def check_image_limit(turns: list[dict], new_images: list[str], max_images: int) -> None:
+    total = len(images_in(turns)) + len(new_images)
+    if total > max_images:
+        raise InputError(
+            f"This conversation would hold {total} images; the limit is {max_images}. Remove "
+            f"some before sending, or press Clear to start a new conversation."
+        )
+
+
+def collect_multi_image_turn(message: dict, turns: list[dict], max_images: int) -> dict:
+    """The question and the images attached to it (numbered after the earlier ones)."""
+    text = question_text(message)
+    files = list(message.get("files") or [])
+    check_image_limit(turns, files, max_images)
+    return user_turn(text, files)
+
+
+def preview(
+    backend: Backend, turns: list[dict], message: dict | None, max_tiles: float
+) -> tuple[list, str]:
+    """Gallery items (every image with its number) and the image-token estimate of the turn."""
+    pending = list((message or {}).get("files") or [])
+    sent = images_in(turns)
+    gallery = [(path, f"Image-{i + 1}") for i, path in enumerate(sent)]
+    gallery += [(path, f"Image-{len(sent) + i + 1} (new)") for i, path in enumerate(pending)]
+    if not pending:
+        return gallery, "Attach images to the question (you can select several at once)."
+    draft = to_conversation([*turns, user_turn("(draft)", pending)], "")
+    try:
+        tiles = backend.image_token_estimate(draft, int(max_tiles))
+    except InputError as error:
+        return gallery, f"⚠️ {error}"
+    new_tiles = sum(tiles[len(sent) :])
+    tokens = new_tiles * backend.tokens_per_tile
+    per_image = max(1, int(max_tiles) // len(pending))
+    return gallery, (
+        f"**This message:** {len(pending)} image(s) → {new_tiles} tiles → "
+        f"**{tokens:,} image tokens** (up to {per_image} tiles each; earlier images "
+        f"then count 1 tile each)."
+    )
+
+
+def multi_image_turns(images: list[str] | None, question: str, history, max_images: int):
+    """API: history + the question with its images."""
+    turns = history_to_turns(history)
+    images = list(images or [])
+    check_image_limit(turns, images, max_images)
+    turns.append(user_turn((question or "").strip(), images))
+    return turns
+
+
+def build_multi_image_chat_tab(
+    backend: Backend,
+    defaults: GenerationSettings,
+    system_prompt: str,
+    concurrency_limit: int,
+    max_images: int = DEFAULT_MAX_IMAGES,
+) -> None:
+    """Multi-image chat: images added with any question, numbered across the conversation."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            gallery = gr.Gallery(
+                label="Images in this conversation",
+                columns=4,
+                height=300,
+                interactive=False,
+                elem_id="multi-image-gallery",
+            )
+            estimate = gr.Markdown(elem_id="multi-image-estimate")
+            settings = build_settings(defaults, system_prompt, prefix="multi-image")
+        with gr.Column(scale=3, min_width=400):
+            panel = ChatPanel(
+                backend,
+                name="multi-image",
+                collect_turn=lambda message, turns: collect_multi_image_turn(
+                    message, turns, max_images
+                ),
+                placeholder=(
+                    "**Multi-image chat** · attach several images to a question (📎), then "
+                    f"refer to them as Image-1, Image-2, … (up to {max_images} per conversation)."
+                ),
+                file_count="multiple",
+                concurrency_limit=concurrency_limit,
+            )
+    examples = tab_examples("multi_image_chat")
+    if examples:
+        gr.Examples(
+            examples=[[{"text": e["text"], "files": e["files"]}] for e in examples],
+            inputs=[panel.textbox],
+            label="Examples (click one, then press Send)",
+            cache_examples=False,
+        )
+    panel.wire(settings, media_inputs=[], media_outputs=[], clear_media=lambda: ())
+
+    def show_preview(turns, message, max_tiles):
+        return preview(backend, turns, message, max_tiles)
+
+    gr.on(
+        [panel.textbox.change, panel.state.change, settings.max_tiles.release],
+        show_preview,
+        [panel.state, panel.textbox, settings.max_tiles],
+        [gallery, estimate],
+        queue=False,
+        api_visibility="private",
+    )
+
+    def multi_image_chat(
+        images: list[str] | None,
+        question: str,
+        history: list | None = None,
+        system_prompt: str = system_prompt,
+        reasoning: bool = False,
+        answer_style: str = "Default",
+        max_new_tokens: float = 1024,
+        temperature: float = 0.2,
+        top_p: float = 0.7,
+        top_k: float = 0,
+        repetition_penalty: float = 1.1,
+        max_tiles: float = 12,
+    ):
+        """Answer `question` about `images` (Image-1, Image-2, ...) after `history`."""
+        yield from answer_request(
+            backend,
+            lambda: multi_image_turns(images, question, history, max_images),
+            system_prompt,
+            reasoning,
+            answer_style,
+            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
+        )
+
+    register_endpoint(
+        "multi_image_chat",
+        multi_image_chat,
+        lambda: [
+            gr.File(label="images", file_count="multiple", file_types=["image"]),
+            gr.Textbox(label="question"),
+        ],
+        system_prompt,
+        concurrency_limit,
+    )

@@ -1,0 +1,102 @@
+"""The settings every tab shows: prompt shaping (reasoning, answer style) and sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from model_backend.base import GenerationSettings
+from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE
+
+
+@dataclass
+class SettingsControls:
+    """One tab's settings components."""
+
+    reasoning: gr.Checkbox
+    answer_style: gr.Dropdown
+    system_prompt: gr.Textbox
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    repetition_penalty: gr.Slider
+    max_new_tokens: gr.Slider
+    max_tiles: gr.Slider
+
+    def style(self) -> list:
+        """How the next question is asked (read when it is sent)."""
+        return [self.reasoning, self.answer_style]
+
+    def generation(self) -> list:
+        """The arguments of `make_settings`, after the system prompt."""
+        return [
+            self.system_prompt,
+            self.temperature,
+            self.top_p,
+            self.top_k,
+            self.repetition_penalty,
+            self.max_new_tokens,
+            self.max_tiles,
+        ]
+
+
+def build_settings(
+    defaults: GenerationSettings, system_prompt: str, prefix: str, show_max_tiles: bool = True
+) -> SettingsControls:
+    """Reasoning and answer style in view; sampling in an accordion, at the reference defaults."""
+    with gr.Row():
+        reasoning = gr.Checkbox(
+            False,
+            label="Reason step by step",
+            info="MPO chain-of-thought prompt; the final answer is highlighted",
+            elem_id=f"{prefix}-reasoning",
+        )
+        answer_style = gr.Dropdown(
+            list(ANSWER_STYLES),
+            value=DEFAULT_STYLE,
+            label="Answer style",
+            elem_id=f"{prefix}-answer-style",
+        )
+    with gr.Accordion("Settings", open=False, elem_id=f"{prefix}-settings"):
+        prompt = gr.Textbox(
+            system_prompt, label="System prompt", lines=3, elem_id=f"{prefix}-system-prompt"
+        )
+
+        def slider(name: str, low: float, high: float, step: float, label: str, **kw):
+            elem_id = f"{prefix}-{name.replace('_', '-')}"
+            value = getattr(defaults, name)
+            return gr.Slider(low, high, value, step=step, label=label, elem_id=elem_id, **kw)
+
+        return SettingsControls(
+            reasoning=reasoning,
+            answer_style=answer_style,
+            system_prompt=prompt,
+            temperature=slider("temperature", 0, 1.5, 0.05, "Temperature (0 = greedy)"),
+            top_p=slider("top_p", 0.05, 1, 0.05, "Top-p"),
+            top_k=slider("top_k", 0, 100, 1, "Top-k (0 = off)"),
+            repetition_penalty=slider("repetition_penalty", 1.0, 1.5, 0.01, "Repetition penalty"),
+            max_new_tokens=slider("max_new_tokens", 16, 4096, 16, "Max new tokens"),
+            max_tiles=slider("max_tiles", 1, 24, 1, "Max tiles per image", visible=show_max_tiles),
+        )
+
+
+def make_settings(
+    temperature: float,
+    top_p: float,
+    top_k: float,
+    repetition_penalty: float,
+    max_new_tokens: float,
+    max_tiles: float,
+) -> GenerationSettings:
+    """GenerationSettings from UI/API values (sliders deliver floats), checked."""
+    settings = GenerationSettings(
+        temperature=float(temperature),
+        top_p=float(top_p),
+        top_k=int(top_k),
+        repetition_penalty=float(repetition_penalty),
+        max_new_tokens=int(max_new_tokens),
+        max_tiles=int(max_tiles),
+    )
+    settings.check()
+    return settings

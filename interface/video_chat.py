@@ -1,0 +1,198 @@
+"""The Video chat tab and its `/video_chat` API endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from interface.api import answer_request, register_endpoint
+from interface.chat import ChatPanel
+from interface.conversation import history_to_turns, to_clip, user_turn, video_dict
+from interface.image_chat import question_text
+from interface.settings import build_settings
+from model_backend.base import Backend, GenerationSettings
+from model_backend.errors import InputError
+
+VIDEO_TYPES = [".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+
+
+def optional_seconds(value) -> float | None:
+    """A start/end box: empty (or None) means the video's own start/end."""
+    if value is None or value == "":
+        return None
+    return float(value)
+
+
+def latest_video(turns: list[dict]) -> dict | None:
+    return next((t["video"] for t in reversed(turns) if t.get("video")), None)
+
+
+def collect_video_turn(
+    message: dict,
+    turns: list[dict],
+    video: str | None,
+    num_frames: float,
+    start,
+    end,
+    tiles_per_frame: float,
+) -> dict:
+    """The question, with the video when it is new to the conversation or sampled differently.
+
+    A follow-up about the same video with the same sampling carries no video: the model still
+    sees the frames of the earlier turn (decoded once, cached).
+    """
+    text = question_text(message)
+    attached = list(message.get("files") or [])
+    if any(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in attached):
+        raise InputError(
+            "The video tab takes one video per message, not images: use the Image or "
+            "Multi-image tab for pictures."
+        )
+    path = attached[-1] if attached else video
+    if not path:
+        if latest_video(turns):
+            return user_turn(text)
+        raise InputError("Please add a video first.")
+    clip = video_dict(
+        path, num_frames, optional_seconds(start), optional_seconds(end), tiles_per_frame
+    )
+    if clip == latest_video(turns):
+        return user_turn(text)
+    return user_turn(text, video=clip)
+
+
+def frame_gallery(backend: Backend, clip: dict) -> list[tuple]:
+    """The frames the model will see, captioned with their number and time."""
+    frames, times = backend.sample_video(to_clip(clip))
+    pairs = enumerate(zip(frames, times, strict=True))
+    return [(frame, f"Frame{i + 1} · {t:.2f} s") for i, (frame, t) in pairs]
+
+
+def video_chat_turns(
+    video: str | None, question: str, num_frames, start, end, tiles_per_frame, history
+) -> list[dict]:
+    """API: history + the question carrying the video."""
+    if not video:
+        raise InputError("video is required: pass a file with gradio_client.handle_file(path).")
+    clip = video_dict(
+        video, num_frames, optional_seconds(start), optional_seconds(end), tiles_per_frame
+    )
+    turns = history_to_turns(history)
+    turns.append(user_turn((question or "").strip(), video=clip))
+    return turns
+
+
+def build_video_chat_tab(
+    backend: Backend, defaults: GenerationSettings, system_prompt: str, concurrency_limit: int
+) -> None:
+    """Video chat: sampled frames (shown), then questions about them."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            video = gr.Video(
+                sources=["upload"], label="Video", elem_id="video-chat-video", height=260
+            )
+            with gr.Row():
+                num_frames = gr.Slider(
+                    4, 64, 16, step=1, label="Frames", elem_id="video-chat-frames"
+                )
+                tiles_per_frame = gr.Slider(
+                    1, 4, 1, step=1, label="Tiles per frame", elem_id="video-chat-tiles"
+                )
+            with gr.Row():
+                start = gr.Number(None, label="Start (s, optional)", elem_id="video-chat-start")
+                end = gr.Number(None, label="End (s, optional)", elem_id="video-chat-end")
+            frames = gr.Gallery(
+                label="Frames the model sees",
+                columns=4,
+                height=260,
+                interactive=False,
+                elem_id="video-chat-frames-gallery",
+            )
+            settings = build_settings(
+                defaults, system_prompt, prefix="video-chat", show_max_tiles=False
+            )
+        with gr.Column(scale=3, min_width=400):
+            panel = ChatPanel(
+                backend,
+                name="video-chat",
+                collect_turn=collect_video_turn,
+                placeholder=(
+                    "**Video chat** · add a video (mp4, webm, mov, mkv, avi or GIF), check the "
+                    "sampled frames, then ask about it."
+                ),
+                file_types=VIDEO_TYPES,
+                concurrency_limit=concurrency_limit,
+            )
+    sampling = [video, num_frames, start, end, tiles_per_frame]
+    panel.wire(
+        settings,
+        media_inputs=sampling,
+        media_outputs=[video, frames],
+        clear_media=lambda: (None, []),
+    )
+
+    def show_frames(path, count, first, last, tiles):
+        if not path:
+            return []
+        clip = video_dict(path, count, optional_seconds(first), optional_seconds(last), tiles)
+        try:
+            return frame_gallery(backend, clip)
+        except InputError as error:
+            gr.Warning(str(error))
+            return []
+
+    gr.on(
+        [video.change, num_frames.release, start.submit, start.blur, end.submit, end.blur],
+        show_frames,
+        sampling,
+        frames,
+        concurrency_limit=None,
+        api_visibility="private",
+    )
+
+    def video_chat(
+        video: str | None,
+        question: str,
+        num_frames: float = 16,
+        start: float | None = None,
+        end: float | None = None,
+        tiles_per_frame: float = 1,
+        history: list | None = None,
+        system_prompt: str = system_prompt,
+        reasoning: bool = False,
+        answer_style: str = "Default",
+        max_new_tokens: float = 1024,
+        temperature: float = 0.2,
+        top_p: float = 0.7,
+        top_k: float = 0,
+        repetition_penalty: float = 1.1,
+        max_tiles: float = 12,
+    ):
+        """Answer `question` about `video` (num_frames frames between start and end seconds)."""
+        yield from answer_request(
+            backend,
+            lambda: video_chat_turns(
+                video, question, num_frames, start, end, tiles_per_frame, history
+            ),
+            system_prompt,
+            reasoning,
+            answer_style,
+            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
+        )
+
+    register_endpoint(
+        "video_chat",
+        video_chat,
+        lambda: [
+            gr.File(label="video", file_types=VIDEO_TYPES),
+            gr.Textbox(label="question"),
+            gr.Number(16, label="num_frames"),
+            gr.Number(None, label="start"),
+            gr.Number(None, label="end"),
+            gr.Number(1, label="tiles_per_frame"),
+        ],
+        system_prompt,
+        concurrency_limit,
+    )

@@ -1,0 +1,123 @@
+"""Media -> model-ready tiles, with caches so that later turns do not decode anything again.
+
+Files are identified by path, size and modification time: Gradio stores each upload under a
+folder named after its content, so a path names one content for the life of the server.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from model_backend.base import VideoClip
+from model_backend.errors import InputError
+from model_backend.images import load_image
+from model_backend.tiling import TILE_SIZE, image_to_pixel_values
+from model_backend.video import read_frames
+
+
+class BoundedCache:
+    """A least-recently-used cache that holds at most `max_bytes` of values."""
+
+    def __init__(self, max_bytes: int, size_of: Callable[[object], int]):
+        self.max_bytes = max_bytes
+        self.size_of = size_of
+        self._items: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: Hashable, make: Callable[[], object]):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key][0]
+        value = make()  # outside the lock: decoding can take a while
+        size = self.size_of(value)
+        with self._lock:
+            if key not in self._items and size <= self.max_bytes:
+                self._items[key] = (value, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    _, (_, dropped) = self._items.popitem(last=False)
+                    self._bytes -= dropped
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def file_key(path: str | Path) -> tuple[str, int, int]:
+    try:
+        stat = Path(path).stat()
+    except OSError as error:
+        raise InputError(f"The file {Path(path).name} could not be found.") from error
+    return (str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _pixel_bytes(value) -> int:
+    arrays = value if isinstance(value, list) else [value]
+    return sum(array.nbytes for array in arrays)
+
+
+def _frame_bytes(value) -> int:
+    frames, _ = value
+    return sum(frame.width * frame.height * 3 for frame in frames)
+
+
+# A 12-tile image is 31 MB of float32 tiles: 512 MB holds a long multi-image conversation.
+PIXEL_CACHE = BoundedCache(512 * 1024**2, _pixel_bytes)
+# Decoded frames of the last few videos (64 full-HD frames are 400 MB).
+FRAME_CACHE = BoundedCache(1024**3, _frame_bytes)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, as the model will see it (EXIF applied)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputError(f"The file {Path(path).name} is not an image Pillow can read.") from error
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def image_pixels(path: str, max_tiles: int, tile_size: int = TILE_SIZE) -> np.ndarray:
+    """Tiles of one image file, (tiles, 3, tile, tile) float32."""
+    key = ("image", file_key(path), max_tiles, tile_size)
+    return PIXEL_CACHE.get_or_make(
+        key, lambda: image_to_pixel_values(load_image(path), max_tiles, tile_size=tile_size)
+    )
+
+
+def sample_video(clip: VideoClip) -> tuple[list[Image.Image], list[float]]:
+    """The clip's sampled frames (upright) and their timestamps, decoded once."""
+    key = (file_key(clip.path), clip.num_frames, clip.start, clip.end)
+    return FRAME_CACHE.get_or_make(
+        key, lambda: read_frames(clip.path, clip.num_frames, clip.start, clip.end)
+    )
+
+
+def frame_pixels(clip: VideoClip, tile_size: int = TILE_SIZE) -> list[np.ndarray]:
+    """Tiles of every sampled frame: `tiles_per_frame` at most each (one tile, no thumbnail,
+    at the reference's default of 1)."""
+    key = ("video", file_key(clip.path), clip.num_frames, clip.start, clip.end)
+    key += (clip.tiles_per_frame, tile_size)
+
+    def make() -> list[np.ndarray]:
+        frames, _ = sample_video(clip)
+        return [
+            image_to_pixel_values(frame, clip.tiles_per_frame, tile_size=tile_size)
+            for frame in frames
+        ]
+
+    return PIXEL_CACHE.get_or_make(key, make)
