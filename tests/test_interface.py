@@ -11,8 +11,8 @@ from interface.conversation import (
     to_conversation,
     user_turn,
 )
-from interface.settings import make_settings
 from interface.image_chat import collect_image_turn, image_chat_turns
+from interface.settings import make_settings
 from model_backend.errors import InputError
 
 

@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import random
 import struct
-from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from PIL import Image
 
 from model_backend import video
 from model_backend.errors import InputError
 from model_backend.video import probe_video, read_frames, sample_frame_indices
-
-BLOCK = 16  # side of one bit square, in pixels
-
+from tests.media_files import X264, pattern, read_number, write_video
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: the reference formula, frame-number patterns, writing videos
@@ -41,59 +37,6 @@ def reference_get_index(bound, fps, max_frame, first_idx=0, num_segments=32):
         [int(start_idx + (seg_size / 2) + np.round(seg_size * idx)) for idx in range(num_segments)]
     )
     return frame_indices, start_idx > end_idx
-
-
-def pattern(n: int, width: int = 64, height: int = 48) -> np.ndarray:
-    """An RGB frame showing the bits of n as a grid of BLOCK-sized black/white squares."""
-    cols, rows = width // BLOCK, height // BLOCK
-    assert n < 2 ** (cols * rows)
-    bits = np.array([(n >> b) & 1 for b in range(cols * rows)], np.uint8).reshape(rows, cols)
-    gray = np.kron(bits * 255, np.ones((BLOCK, BLOCK), np.uint8))
-    return np.repeat(gray[:, :, None], 3, axis=2)
-
-
-def read_number(image: Image.Image | np.ndarray) -> int:
-    """Inverse of `pattern`: look at the middle of each square."""
-    gray = np.asarray(image, np.float32).mean(axis=2)
-    rows, cols = gray.shape[0] // BLOCK, gray.shape[1] // BLOCK
-    n = 0
-    for b in range(rows * cols):
-        r, c = divmod(b, cols)
-        center = gray[r * BLOCK + 4 : r * BLOCK + 12, c * BLOCK + 4 : c * BLOCK + 12]
-        n |= int(center.mean() > 128) << b
-    return n
-
-
-def write_video(
-    path: Path,
-    codec: str,
-    rate: Fraction | int,
-    n_frames: int,
-    *,
-    pix_fmt: str = "yuv420p",
-    pts: Sequence[int] | None = None,
-    time_base: Fraction | None = None,
-    options: dict[str, str] | None = None,
-    container_options: dict[str, str] | None = None,
-    display_rotation: int | None = None,
-    make_frame: Callable[[int], np.ndarray] = pattern,
-) -> Path:
-    """Encode n_frames frames (frame i = make_frame(i)); pts (in time_base) make it VFR."""
-    first = make_frame(0)
-    with av.open(str(path), "w", options=container_options or {}) as container:
-        stream = container.add_stream(codec, rate=rate, options=options or {})
-        stream.width, stream.height, stream.pix_fmt = first.shape[1], first.shape[0], pix_fmt
-        if time_base is not None:
-            stream.time_base = time_base
-        if display_rotation is not None:
-            stream.set_display_rotation(display_rotation)
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(make_frame(i), format="rgb24")
-            if pts is not None:
-                frame.pts, frame.time_base = pts[i], time_base
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
 
 
 def all_frames(path: Path) -> list[tuple[float, int]]:
@@ -177,7 +120,6 @@ def test_sample_frame_indices_rejects_degenerate_input(args, needle):
 # ---------------------------------------------------------------------------------------------
 # Decoding
 
-X264 = {"g": "8"}  # short GOPs, so B-frames, keyframes and seeks are all exercised
 VP9 = {"deadline": "realtime", "cpu-used": "8", "g": "8"}
 
 
