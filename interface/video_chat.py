@@ -19,8 +19,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def optional_seconds(value) -> float | None:
-    """A start/end box: empty (or None) means the video's own start/end."""
-    if value is None or value == "":
+    """A start/end box: empty, None or 0 mean the video's own start/end.
+
+    (Gradio's number box shows an unset value as 0, and an end at 0 s would be meaningless.)
+    """
+    if value is None or value == "" or float(value) == 0:
         return None
     return float(value)
 
@@ -67,7 +70,7 @@ def frame_gallery(backend: Backend, clip: dict) -> list[tuple]:
     """The frames the model will see, captioned with their number and time."""
     frames, times = backend.sample_video(to_clip(clip))
     pairs = enumerate(zip(frames, times, strict=True))
-    return [(frame, f"Frame{i + 1} · {t:.2f} s") for i, (frame, t) in pairs]
+    return [(frame, f"#{i + 1} · {t:.1f} s") for i, (frame, t) in pairs]
 
 
 def video_chat_turns(
@@ -101,8 +104,10 @@ def build_video_chat_tab(
                     1, 4, 1, step=1, label="Tiles per frame", elem_id="video-chat-tiles"
                 )
             with gr.Row():
-                start = gr.Number(None, label="Start (s, optional)", elem_id="video-chat-start")
-                end = gr.Number(None, label="End (s, optional)", elem_id="video-chat-end")
+                start = gr.Number(0, label="Start (s)", minimum=0, elem_id="video-chat-start")
+                end = gr.Number(
+                    0, label="End (s, 0 = the end)", minimum=0, elem_id="video-chat-end"
+                )
             frames = gr.Gallery(
                 label="Frames the model sees",
                 columns=4,

@@ -68,19 +68,38 @@ def page(browser, app_url):
     context.close()
 
 
-def bot_messages(page):
-    return page.locator("#image-chat-chatbot [data-testid='bot']")
+def bot_messages(page, tab: str = "image-chat"):
+    return page.locator(f"#{tab}-chatbot [data-testid='bot']")
 
 
-def user_questions(page):
+def user_questions(page, tab: str = "image-chat"):
     """The user's text bubbles (an image in the same turn has a bubble of its own)."""
-    return page.locator("#image-chat-chatbot [data-testid='user']").filter(
-        has_not=page.locator("img")
+    return page.locator(f"#{tab}-chatbot [data-testid='user']").filter(
+        has_not=page.locator("img, video")
     )
 
 
-def user_images(page):
-    return page.locator("#image-chat-chatbot [data-testid='user'] img")
+def user_images(page, tab: str = "image-chat"):
+    return page.locator(f"#{tab}-chatbot [data-testid='user'] img")
+
+
+def ask(page, tab: str, question: str) -> None:
+    box = page.locator(f"#{tab}-input textarea")
+    box.fill(question)
+    box.press("Enter")
+
+
+def stream_then_stop(page, tab: str) -> None:
+    """The answer streams; Stop ends it (button gone, model stopped, answer kept as stopped)."""
+    answer = bot_messages(page, tab).last
+    expect(answer).to_be_visible()
+    assert text_grows(answer), "the answer should stream"
+    stop = page.locator(f"#{tab}-stop")
+    expect(stop).to_be_visible()
+    stop.click()
+    expect(stop).to_be_hidden()
+    assert wait_until(lambda: not generate_threads(), timeout=15), "Stop must end generation"
+    expect(answer).to_contain_text("stopped")
 
 
 def text_grows(locator) -> bool:
@@ -178,10 +197,10 @@ def test_a_second_user_sees_their_place_in_the_queue(browser, app_url, slow_back
         expect(page.locator("#image-chat-image img")).to_be_visible()
         pages.append(page)
     first, second = pages
-    for page in pages:
-        page.locator("#image-chat-input textarea").fill("What colour is the cup?")
-        page.locator("#image-chat-input textarea").press("Enter")
-    expect(first.locator("#image-chat-stop")).to_be_visible()
+    ask(first, "image-chat", "What colour is the cup?")
+    expect(bot_messages(first)).to_have_count(1)
+    assert text_grows(bot_messages(first).first)  # the first request holds the model
+    ask(second, "image-chat", "What colour is the cup?")
     # One generation at a time: the second request waits and says where it stands.
     expect(second.locator("#image-chat-chatbot")).to_contain_text("queue: 1/1")
     for page in pages:
@@ -190,3 +209,45 @@ def test_a_second_user_sees_their_place_in_the_queue(browser, app_url, slow_back
         expect(page.locator("#image-chat-stop")).to_be_hidden()
         page.context.close()
     assert wait_until(lambda: not generate_threads(), timeout=15)
+
+
+def test_multi_image_journey(page, slow_backend):
+    from tests.conftest import EXAMPLES
+
+    page.get_by_role("tab", name="Multi-image chat").click()
+    attach = page.locator("#multi-image-input input[type='file']")
+    attach.set_input_files([str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "coffee.jpg")])
+    gallery = page.locator("#multi-image-gallery")
+    expect(gallery).to_contain_text("Image-1 (new)")
+    expect(gallery).to_contain_text("Image-2 (new)")
+    # The cost is shown before sending: 2 images of 7 tiles each at 16 tokens a tile (tiny model).
+    expect(page.locator("#multi-image-estimate")).to_contain_text("14 tiles")
+    expect(page.locator("#multi-image-estimate")).to_contain_text("224 image tokens")
+    ask(page, "multi-image", "Compare Image-1 and Image-2.")
+    expect(user_images(page, "multi-image")).to_have_count(2)
+    stream_then_stop(page, "multi-image")
+    # Sent images keep their numbers; a new one continues the numbering.
+    expect(gallery).to_contain_text("Image-2")
+    attach.set_input_files([str(EXAMPLES / "rocket.jpg")])
+    expect(gallery).to_contain_text("Image-3 (new)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "multi_image_chat.png"), full_page=True)
+
+
+def test_video_journey(page, slow_backend, tmp_path):
+    from tests.media_files import X264, write_video
+
+    clip = write_video(tmp_path / "clip.mp4", "libx264", 25, 50, options=X264)
+    page.get_by_role("tab", name="Video chat").click()
+    page.locator("#video-chat-video input[type='file']").set_input_files(str(clip))
+    frames = page.locator("#video-chat-frames-gallery")
+    # 16 frames by default, at the reference's segment midpoints, with their timestamps.
+    from model_backend.video import sample_frame_indices
+
+    for number, index in enumerate(sample_frame_indices(50, 25, 16), start=1):
+        expect(frames).to_contain_text(f"#{number} · {index / 25:.1f} s")
+    ask(page, "video-chat", "What happens in the video?")
+    expect(page.locator("#video-chat-chatbot [data-testid='user'] video")).to_have_count(1)
+    stream_then_stop(page, "video-chat")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "video_chat.png"), full_page=True)

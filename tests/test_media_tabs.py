@@ -191,7 +191,7 @@ def test_reasoning_and_answer_style_reach_the_prompt(client, seen):
     assert question.startswith("<image>\nYour task is to answer the question below.")
     assert question.endswith("Question:\n\nIs it a cat? Please answer with 'Yes' or 'No'.")
 
-    with pytest.raises(AppError, match="Unknown answer style .poetic.. Valid styles"):
+    with pytest.raises(AppError, match=r"Unknown answer style .poetic.\. Valid styles"):
         client.predict(
             image=handle_file(IMAGES[0]),
             question="Is it a cat?",
