@@ -45,16 +45,17 @@ def register_endpoint(
     own_inputs: Callable[[], list],
     system_prompt: str,
     concurrency_limit: int,
+    outputs: Callable[[], list] = lambda: [gr.Textbox(label="answer")],
 ) -> None:
     """A named endpoint with no UI: hidden inputs (the endpoint's own, then the common ones)."""
     with gr.Column(visible=False):
         inputs = [*own_inputs(), *common_inputs(system_prompt)]
-        answer = gr.Textbox(label="answer")
+        results = outputs()
         trigger = gr.Button()
     trigger.click(
         fn,
         inputs,
-        answer,
+        results,
         api_name=api_name,
         concurrency_id=MODEL_QUEUE,
         concurrency_limit=concurrency_limit,

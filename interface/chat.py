@@ -129,6 +129,8 @@ class ChatPanel:
     ):
         self.backend = backend
         self.name = name
+        self.extra_outputs: list = []
+        self.render_extra: Callable[[list[dict]], tuple] = lambda turns: ()
         self.collect_turn = collect_turn
         self.concurrency_limit = concurrency_limit
         self.state = gr.State([])
@@ -178,8 +180,17 @@ class ChatPanel:
         media_inputs: list,
         media_outputs: list,
         clear_media: Callable[[], tuple],
+        extra_outputs: list | None = None,
+        render_extra: Callable[[list[dict]], tuple] | None = None,
     ) -> None:
-        """Connect the events. `media_outputs` get `clear_media()` on Clear."""
+        """Connect the events. `media_outputs` get `clear_media()` on Clear.
+
+        `extra_outputs` are refreshed with `render_extra(turns)` at every step of an answer
+        (the grounding tab's drawn boxes, table and file).
+        """
+        if extra_outputs:
+            self.extra_outputs = list(extra_outputs)
+            self.render_extra = render_extra
         hidden = {"api_visibility": "private"}
         # Steps that may refuse the request go through the queue: only there does a gr.Error
         # reach the page as a readable message (outside it, it is a bare HTTP 500).
@@ -234,7 +245,7 @@ class ChatPanel:
         generation = running.then(
             self.respond,
             [self.state, *settings.generation()],
-            [self.state, self.chatbot, self.textbox],
+            [self.state, self.chatbot, self.textbox, *self.extra_outputs],
             concurrency_id=MODEL_QUEUE,
             concurrency_limit=self.concurrency_limit,
             show_progress="minimal",
@@ -332,13 +343,14 @@ class ChatPanel:
             ):
                 answer = assistant_turn(text, stats.summary() if stats else None)
                 shown = [*turns, answer]
-                yield shown, to_chatbot(shown), gr.skip()
+                yield shown, to_chatbot(shown), gr.skip(), *self.render_extra(shown)
         except Exception as error:
             if not isinstance(error, InputError | GenerationError):
                 log.exception("generation failed")
             # Keep everything before the failed question; give the question back to edit.
             kept, failed = turns[:-1], turns[-1]
-            yield kept, to_chatbot(kept), gr.MultimodalTextbox(value={"text": failed["text"]})
+            question = gr.MultimodalTextbox(value={"text": failed["text"]})
+            yield kept, to_chatbot(kept), question, *self.render_extra(kept)
             raise gr.Error(user_message(error), print_exception=False) from None
         finally:
             for stream in started:

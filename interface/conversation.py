@@ -8,6 +8,7 @@ The chatbot display is always derived from it (`to_chatbot`).
 
 from __future__ import annotations
 
+from interface.grounding_view import annotated_file, answer_boxes
 from interface.rendering import render_answer, stats_line
 from model_backend.base import Conversation, Turn, VideoClip
 from model_backend.errors import InputError
@@ -92,21 +93,38 @@ def answer_messages(text: str, stats: str | None, reasoning: bool) -> list[dict]
 
 
 def to_chatbot(turns: list[dict]) -> list[dict]:
-    """Chatbot messages for the conversation: images and videos shown in the user's bubble."""
+    """Chatbot messages for the conversation: images and videos shown in the user's bubble,
+    and an answer's boxes drawn on the latest image before it."""
     messages: list[dict] = []
     reasoning = False
+    image = None
     for turn in turns:
         if turn["role"] == "user":
             content: list = [{"path": path} for path in turn.get("images") or ()]
             if turn.get("video"):
                 content.append({"path": turn["video"]["path"]})
             if turn["text"]:
-                content.append(turn["text"])
+                content.append(render_answer(turn["text"]))  # a <ref> in a question reads too
             messages.append({"role": "user", "content": content})
             reasoning = bool(turn.get("reasoning"))
+            image = (turn.get("images") or [image])[-1]
         else:
             messages += answer_messages(turn["text"], turn.get("stats"), reasoning)
+            drawing = drawn_boxes(image, turn["text"])
+            if drawing:
+                messages.append({"role": "assistant", "content": {"path": drawing}})
     return messages
+
+
+def drawn_boxes(image: str | None, answer: str) -> str | None:
+    """The file of `image` with the answer's boxes drawn, if the answer has any."""
+    if not image or "<box>" not in answer:
+        return None
+    try:
+        boxes = answer_boxes(image, answer)
+    except InputError:
+        return None
+    return annotated_file(image, boxes) if boxes else None
 
 
 def history_to_turns(history: list | None) -> list[dict]:

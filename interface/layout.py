@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from interface.grounding_chat import build_grounding_tab
 from interface.image_chat import build_image_chat_tab
 from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
 from interface.video_chat import build_video_chat_tab
@@ -55,4 +56,6 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
                 build_multi_image_chat_tab(*common, max_images=options.max_images)
             with gr.Tab("Video chat", id="video-chat"):
                 build_video_chat_tab(*common)
+            with gr.Tab("Grounding", id="grounding"):
+                build_grounding_tab(*common)
     return demo

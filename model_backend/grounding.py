@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
+from model_backend.errors import InputError
+
 # The model's coordinate grid: 0..1000 on each axis, whatever the image size.
 GRID = 1000.0
 
@@ -263,3 +265,34 @@ def _draw_label(
     draw.text(
         (band_left + pad - tx0, band_top + pad - ty0), label, fill=_text_color(color), font=font
     )
+
+
+# -- Asking for boxes ---------------------------------------------------------------------------
+
+GROUNDING_MODES = ("find", "detect", "ask")
+# The reference's prompts (InternVL 2.5 grounding data and the official demo).
+REFERRING_PROMPT = (
+    "Please provide the bounding box coordinate of the region this sentence describes: "
+    "<ref>{expression}</ref>"
+)
+DETECTION_PROMPT = (
+    "Please detect and label all objects in the following image and mark their positions."
+)
+
+
+def grounding_question(mode: str, text: str) -> str:
+    """The question the model is asked in each grounding mode.
+
+    find: `text` is a referring expression ("the cup on the left"); detect: every object (the
+    text is not needed); ask: `text` is sent as it is, and boxes are drawn if the answer has any.
+    """
+    mode = (mode or "").strip().lower()
+    text = (text or "").strip()
+    if mode not in GROUNDING_MODES:
+        raise InputError(f"Unknown mode '{mode}': use one of {', '.join(GROUNDING_MODES)}.")
+    if mode == "detect":
+        return DETECTION_PROMPT
+    if not text:
+        what = "what to find (e.g. 'the red cup')" if mode == "find" else "a question"
+        raise InputError(f"Please type {what}.")
+    return REFERRING_PROMPT.format(expression=text) if mode == "find" else text

@@ -30,7 +30,7 @@ COMMON_PARAMETERS = [
 
 def test_only_the_documented_endpoints_are_public(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {"/image_chat", "/multi_image_chat", "/video_chat"}
+    assert set(endpoints) == {"/image_chat", "/multi_image_chat", "/video_chat", "/grounding"}
 
     def names(endpoint):
         return [p["parameter_name"] for p in endpoints[endpoint]["parameters"]]
@@ -39,6 +39,7 @@ def test_only_the_documented_endpoints_are_public(client):
     assert names("/multi_image_chat") == ["images", "question", *COMMON_PARAMETERS]
     video = ["video", "question", "num_frames", "start", "end", "tiles_per_frame"]
     assert names("/video_chat") == [*video, *COMMON_PARAMETERS]
+    assert names("/grounding") == ["image", "query", "mode", *COMMON_PARAMETERS]
 
 
 def test_image_chat_streams_the_answer_so_far(client):

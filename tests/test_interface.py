@@ -88,3 +88,20 @@ def test_settings_from_sliders_are_checked():
     assert settings.top_k == 40 and settings.max_new_tokens == 512 and settings.max_tiles == 6
     with pytest.raises(InputError, match="temperature"):
         make_settings(5, 0.9, 40, 1.2, 512, 6)
+
+
+def test_reasoning_answers_show_the_steps_collapsible_and_the_final_answer_in_bold():
+    from interface.conversation import answer_messages
+
+    text = "Step 1: look.\nStep 2: think.\nFinal answer: B"
+    steps, final = answer_messages(text, "9 tokens", reasoning=True)
+    assert steps["metadata"] == {"title": "Reasoning", "status": "done"}
+    assert steps["content"] == "Step 1: look.\nStep 2: think."
+    assert final["content"].startswith("**Final answer:** B")
+    assert "9 tokens" in final["content"]
+    # While streaming, before the final answer: only the (pending) reasoning.
+    (pending,) = answer_messages("Step 1: look.", None, reasoning=True)
+    assert pending["metadata"]["status"] == "pending"
+    # Without reasoning, an answer is one plain message.
+    (plain,) = answer_messages(text, None, reasoning=False)
+    assert plain["content"] == text

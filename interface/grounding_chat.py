@@ -1,0 +1,173 @@
+"""The Grounding tab (Find / Detect all / Ask, with the boxes drawn) and `/grounding`."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from interface.api import answer_request, register_endpoint
+from interface.chat import ChatPanel
+from interface.conversation import conversation_paths, user_turn
+from interface.examples import tab_examples
+from interface.grounding_view import (
+    annotated_file,
+    answer_boxes,
+    boxes_json,
+    boxes_json_file,
+    boxes_table,
+)
+from interface.settings import build_settings
+from model_backend.base import Backend, GenerationSettings
+from model_backend.errors import InputError
+from model_backend.grounding import grounding_question
+
+MODES = [("Find", "find"), ("Detect all", "detect"), ("Ask", "ask")]
+TABLE_HEADERS = ["label", "x1", "y1", "x2", "y2"]
+
+
+def collect_grounding_turn(message: dict, turns: list[dict], image: str | None, mode: str):
+    """The mode's question about the image (attached when new to the conversation)."""
+    question = grounding_question(mode, message.get("text") or "")
+    attached = list(message.get("files") or [])
+    sent = conversation_paths(turns)
+    if attached:
+        return user_turn(question, attached[-1:])
+    if image and image not in sent:
+        return user_turn(question, [image])
+    if not sent:
+        raise InputError("Please add an image first (upload, paste or webcam).")
+    return user_turn(question)
+
+
+def latest_answer_and_image(turns: list[dict]) -> tuple[str | None, str | None]:
+    """The last answer and the latest image sent before it."""
+    image = answer = None
+    for turn in turns:
+        if turn["role"] == "user":
+            image = (turn.get("images") or [image])[-1]
+        else:
+            answer = turn["text"]
+    if turns and turns[-1]["role"] == "user":
+        answer = None
+    return answer, image
+
+
+def render_boxes(turns: list[dict]) -> tuple:
+    """Drawn image, table and JSON file for the latest answer (empty while it has no box)."""
+    answer, image = latest_answer_and_image(turns)
+    boxes = answer_boxes(image, answer) if answer and image else ()
+    if not boxes:
+        return None, [], None
+    return annotated_file(image, boxes), boxes_table(boxes), boxes_json_file(image, boxes)
+
+
+def build_grounding_tab(
+    backend: Backend, defaults: GenerationSettings, system_prompt: str, concurrency_limit: int
+) -> None:
+    """Grounding: the model answers with boxes; they are drawn as the answer streams."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            image = gr.Image(
+                type="filepath",
+                sources=["upload", "clipboard", "webcam"],
+                label="Image",
+                image_mode=None,
+                elem_id="grounding-image",
+                height=300,
+            )
+            mode = gr.Radio(
+                MODES,
+                value="find",
+                label="Mode",
+                info="Find: type what to look for · Detect all: just press Send · Ask: any "
+                "question (boxes are drawn if the answer has some)",
+                elem_id="grounding-mode",
+            )
+            settings = build_settings(defaults, system_prompt, prefix="grounding")
+        with gr.Column(scale=3, min_width=400):
+            drawn = gr.Image(
+                label="Boxes", interactive=False, elem_id="grounding-drawn", height=340
+            )
+            with gr.Row():
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS,
+                    label="Boxes (pixels)",
+                    interactive=False,
+                    elem_id="grounding-table",
+                )
+                download = gr.File(label="Boxes as JSON", elem_id="grounding-json")
+            panel = ChatPanel(
+                backend,
+                name="grounding",
+                collect_turn=collect_grounding_turn,
+                placeholder="**Grounding** · add an image, pick a mode, say what to find.",
+                concurrency_limit=concurrency_limit,
+            )
+    examples = tab_examples("grounding")
+    if examples:
+        gr.Examples(
+            examples=[[entry["files"][0], {"text": entry["text"]}] for entry in examples],
+            inputs=[image, panel.textbox],
+            label="Examples (Find mode: click one, then press Send)",
+            cache_examples=False,
+        )
+    panel.wire(
+        settings,
+        media_inputs=[image, mode],
+        media_outputs=[image, drawn, table, download],
+        clear_media=lambda: (None, None, [], None),
+        extra_outputs=[drawn, table, download],
+        render_extra=render_boxes,
+    )
+
+    def grounding(
+        image: str | None,
+        query: str,
+        mode: str = "find",
+        history: list | None = None,
+        system_prompt: str = system_prompt,
+        reasoning: bool = False,
+        answer_style: str = "Default",
+        max_new_tokens: float = 1024,
+        temperature: float = 0.2,
+        top_p: float = 0.7,
+        top_k: float = 0,
+        repetition_penalty: float = 1.1,
+        max_tiles: float = 12,
+    ):
+        """Ask for boxes on `image`: mode "find" (query = what to find), "detect" or "ask".
+
+        Streams (answer so far, boxes so far, image with the boxes drawn).
+        """
+
+        def turns():
+            if not image:
+                raise InputError("image is required: pass a file with handle_file(path).")
+            return [user_turn(grounding_question(mode, query), [image])]
+
+        for text in answer_request(
+            backend,
+            turns,
+            system_prompt,
+            reasoning,
+            answer_style,
+            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
+        ):
+            boxes = answer_boxes(image, text)
+            yield text, boxes_json(boxes), annotated_file(image, boxes) if boxes else None
+
+    register_endpoint(
+        "grounding",
+        grounding,
+        lambda: [
+            gr.File(label="image", file_types=["image"]),
+            gr.Textbox(label="query"),
+            gr.Textbox("find", label="mode"),
+        ],
+        system_prompt,
+        concurrency_limit,
+        outputs=lambda: [
+            gr.Textbox(label="answer"),
+            gr.JSON(label="boxes"),
+            gr.Image(label="annotated_image", type="filepath"),
+        ],
+    )

@@ -1,0 +1,125 @@
+"""The grounding tab and `/grounding`, on a backend that answers with known boxes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from interface.conversation import assistant_turn, to_chatbot, user_turn
+from model_backend.grounding import DETECTION_PROMPT, REFERRING_PROMPT, label_colors
+from tests.conftest import EXAMPLES, REPO
+from tests.scripted_backend import ScriptedBackend
+
+COFFEE = EXAMPLES / "coffee.jpg"  # 600x400
+REPLY = (
+    "Here it is: <ref>the cup</ref><box>[[100, 200, 500, 800]]</box> and "
+    "<ref>the spoon</ref><box>[[600, 300, 700, 900]]</box>."
+)
+EXPECTED = [
+    {"label": "the cup", "x1": 60.0, "y1": 80.0, "x2": 300.0, "y2": 320.0},
+    {"label": "the spoon", "x1": 360.0, "y1": 120.0, "x2": 420.0, "y2": 360.0},
+]
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    return ScriptedBackend(REPLY)
+
+
+@pytest.fixture(scope="module")
+def scripted_url(scripted, gradio_temp_dir):
+    from interface.layout import CSS, build_demo
+
+    demo = build_demo(scripted)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS)
+    yield url
+    demo.close()
+
+
+def test_grounding_endpoint_streams_and_returns_boxes_and_the_drawing(scripted, scripted_url):
+    client = Client(scripted_url, verbose=False)
+    job = client.submit(
+        image=handle_file(str(COFFEE)), query="the cup", mode="find", api_name="/grounding"
+    )
+    outputs = list(job)
+    assert len(outputs) > 5
+    texts = [text for text, _, _ in outputs]
+    assert texts[-1] == REPLY
+    box_counts = [len(boxes) for _, boxes, _ in outputs]
+    assert box_counts == sorted(box_counts) and box_counts[0] == 0  # boxes appear as they close
+    _answer, boxes, drawing = job.result()
+    assert boxes == EXPECTED
+    image = Image.open(drawing).convert("RGB")
+    assert image.size == (600, 400)  # drawn on the image as sent, not on a resized copy
+    colour = label_colors(["the cup", "the spoon"])["the cup"]
+    assert image.getpixel((60, 200)) == colour  # the left edge of the cup's box
+    assert scripted.conversations[-1].turns[-1].text == REFERRING_PROMPT.format(
+        expression="the cup"
+    )
+    client.predict(image=handle_file(str(COFFEE)), query="", mode="detect", api_name="/grounding")
+    assert scripted.conversations[-1].turns[-1].text == DETECTION_PROMPT
+    client.close()
+
+
+def test_grounding_refuses_an_unknown_mode_and_a_missing_expression(scripted_url):
+    from gradio_client.exceptions import AppError
+
+    client = Client(scripted_url, verbose=False)
+    with pytest.raises(AppError, match="Unknown mode"):
+        client.predict(
+            image=handle_file(str(COFFEE)), query="x", mode="seek", api_name="/grounding"
+        )
+    with pytest.raises(AppError, match="what to find"):
+        client.predict(
+            image=handle_file(str(COFFEE)), query=" ", mode="find", api_name="/grounding"
+        )
+    client.close()
+
+
+def test_answers_with_boxes_are_drawn_in_every_tab(tmp_path):
+    image = tmp_path / "coffee.jpg"
+    shutil.copy(COFFEE, image)
+    messages = to_chatbot([user_turn("Where is the cup?", [str(image)]), assistant_turn(REPLY)])
+    assert messages[1]["content"].startswith("Here it is: **the cup** `[100, 200, 500, 800]`")
+    drawing = messages[2]["content"]["path"]
+    assert Image.open(drawing).size == (600, 400)
+
+
+def test_grounding_journey_in_the_browser(scripted_url):
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    expect = playwright.expect
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(scripted_url)
+        page.get_by_role("tab", name="Grounding").click()
+        page.locator("#grounding-image input[type='file']").set_input_files(str(COFFEE))
+        expect(page.locator("#grounding-image img")).to_be_visible(timeout=30_000)
+        page.get_by_label("Find").check()
+        box = page.locator("#grounding-input textarea")
+        box.fill("the cup")
+        box.press("Enter")
+        expect(page.locator("#grounding-drawn img")).to_be_visible(timeout=30_000)
+        table = page.locator("#grounding-table")
+        expect(table).to_contain_text("the spoon", timeout=30_000)
+        expect(table).to_contain_text("360")
+        chat = page.locator("#grounding-chatbot")
+        expect(chat).to_contain_text("the cup [100, 200, 500, 800]")
+        expect(chat).not_to_contain_text("<ref>")
+        download = page.locator("#grounding-json a").first
+        expect(download).to_be_visible()
+        href = download.get_attribute("href")
+        saved = json.loads(page.request.get(href).text())
+        assert saved["width"] == 600 and saved["height"] == 400
+        assert saved["boxes"] == EXPECTED
+        (REPO / "test-artifacts").mkdir(exist_ok=True)
+        page.screenshot(path=str(REPO / "test-artifacts" / "grounding.png"), full_page=True)
+        browser.close()
