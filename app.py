@@ -1,60 +1,193 @@
-"""Start the InternVL demo: parse flags, make a backend, build the UI, launch.
+"""Start the InternVL demo: read the configuration, make a backend, build the UI, launch.
 
-python app.py [--model OpenGVLab/InternVL2_5-2B-MPO-hf] [--device auto] [--share] ...
+    python app.py [--model OpenGVLab/InternVL2_5-2B-MPO-hf] [--share --auth user:pass] ...
+    python app.py --backend openai --endpoint http://HOST:8000/v1   (vLLM, LMDeploy, SGLang)
+
+Every flag can also be set by an environment variable, INTERNVL_<FLAG> (for example
+INTERNVL_MODEL, INTERNVL_BACKEND, INTERNVL_ENDPOINT): a Hugging Face Space has no command line.
 """
 
 from __future__ import annotations
 
+# Before anything imports torch: on a ZeroGPU Space, `spaces` must come first.
+import model_backend.zerogpu  # noqa: F401  isort: skip
+
 import argparse
 import logging
+import os
 import sys
+from pathlib import Path
 
+from model_backend.base import DEFAULT_MODEL
 from model_backend.errors import ModelLoadError
+
+log = logging.getLogger("app")
+LOOPBACK = ("127.0.0.1", "localhost", "::1", None)
+
+
+def env(name: str, default=None):
+    """INTERNVL_<NAME> from the environment, or the default."""
+    return os.environ.get(f"INTERNVL_{name.upper()}", default)
+
+
+def env_list(name: str) -> list[str]:
+    value = env(name)
+    return [item.strip() for item in value.split(",") if item.strip()] if value else []
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from model_backend.local import DEFAULT_MODEL
-
-    parser = argparse.ArgumentParser(description="Web demo for InternVL 2.5 multimodal models.")
-    parser.add_argument(
+    parser = argparse.ArgumentParser(
+        description="Web demo for InternVL 2.5 multimodal models.",
+        epilog="Each flag may also be given as an environment variable INTERNVL_<FLAG>.",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--backend",
+        choices=["local", "openai"],
+        default=env("backend", "local"),
+        help="local: transformers in this process; openai: an OpenAI-compatible engine",
+    )
+    model.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
-        help="Hub id or local folder of a native (-hf) InternVL checkpoint (default: %(default)s)",
+        action="append",
+        default=None,
+        help="Hub id or folder of a native (-hf) InternVL checkpoint; repeat to offer a choice "
+        f"(default {DEFAULT_MODEL}; env: comma-separated)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"]
+    model.add_argument("--device", default=env("device", "auto"), help="auto, cpu, cuda, cuda:N")
+    model.add_argument(
+        "--dtype", default=env("dtype", "auto"), choices=["auto", "bfloat16", "float16", "float32"]
     )
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
-    parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="port (default 7860)")
-    parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
-    parser.add_argument(
-        "--queue-size", type=int, default=32, help="requests that may wait in the queue"
+    model.add_argument(
+        "--attn", default=env("attn", "sdpa"), choices=["sdpa", "flash_attention_2", "eager"]
     )
-    parser.add_argument(
-        "--max-images", type=int, default=8, help="images per conversation (multi-image tab)"
+    remote = parser.add_argument_group("remote engine (--backend openai)")
+    remote.add_argument("--endpoint", default=env("endpoint"), help="e.g. http://HOST:8000/v1")
+    remote.add_argument("--api-key", default=env("api_key"), help="if the engine wants one")
+    remote.add_argument("--served-model", default=env("served_model"), help="model name to use")
+    remote.add_argument(
+        "--engine",
+        default=env("engine", "generic"),
+        choices=["vllm", "lmdeploy", "sglang", "generic"],
+        help="how to pass the tile limit (vllm, lmdeploy) and extra sampling options",
     )
-    return parser.parse_args(argv)
+    server = parser.add_argument_group("server")
+    server.add_argument("--host", default=env("host"), help="address (default 127.0.0.1)")
+    server.add_argument("--port", type=int, default=env("port"), help="port (default 7860)")
+    server.add_argument(
+        "--share", action="store_true", default=env("share", "") == "1", help="public link"
+    )
+    server.add_argument("--root-path", default=env("root_path"), help="behind a reverse proxy")
+    server.add_argument(
+        "--auth", action="append", default=env_list("auth") or None, help="user:password"
+    )
+    server.add_argument("--auth-file", default=env("auth_file"), help="lines of user:password")
+    server.add_argument(
+        "--max-file-size", default=env("max_file_size", "2gb"), help="largest upload (2gb)"
+    )
+    server.add_argument(
+        "--queue-size", type=int, default=int(env("queue_size", 32)), help="waiting requests"
+    )
+    server.add_argument(
+        "--concurrency",
+        type=int,
+        default=env("concurrency"),
+        help="answers generated at once (default 1 local, 16 with --backend openai)",
+    )
+    server.add_argument(
+        "--max-images",
+        type=int,
+        default=int(env("max_images", 8)),
+        help="images per conversation (multi-image tab)",
+    )
+    args = parser.parse_args(argv)
+    args.model = args.model or env_list("model") or [DEFAULT_MODEL]
+    if args.concurrency is None:
+        args.concurrency = 16 if args.backend == "openai" else 1
+    args.concurrency = int(args.concurrency)
+    args.port = None if args.port is None else int(args.port)
+    return args
+
+
+def read_auth(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(user, password) pairs from --auth and --auth-file."""
+    entries = list(args.auth or [])
+    if args.auth_file:
+        lines = Path(args.auth_file).read_text().splitlines()
+        entries += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    pairs = []
+    for entry in entries:
+        user, sep, password = entry.partition(":")
+        if not sep or not user or not password:
+            raise SystemExit(f"--auth takes user:password, got {entry!r}")
+        pairs.append((user, password))
+    return pairs
+
+
+def exposure_warning(args: argparse.Namespace, auth: list) -> str | None:
+    """A warning when the demo is reachable by others and nobody has to log in."""
+    if auth:
+        return None
+    if args.share:
+        return (
+            "WARNING: --share makes this demo public on the internet and no --auth is set: "
+            "anyone with the link can use your GPU. Add --auth user:password."
+        )
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME")
+    if host not in LOOPBACK:
+        return (
+            f"WARNING: listening on {host} without --auth: anyone who can reach this "
+            f"machine can use the demo."
+        )
+    return None
+
+
+def make_backend(args: argparse.Namespace):
+    if args.backend == "openai":
+        from model_backend.remote import OpenAIBackend
+
+        if not args.endpoint:
+            raise ModelLoadError("--backend openai needs --endpoint http://HOST:PORT/v1")
+        return OpenAIBackend(args.endpoint, args.api_key, args.served_model, args.engine)
+    from model_backend.local import LocalBackend
+
+    return LocalBackend(
+        args.model[0], device=args.device, dtype=args.dtype, attn=args.attn, models=args.model
+    )
+
+
+def build_app(args: argparse.Namespace):
+    """The backend (model loaded) and the queued Gradio app, ready to launch."""
+    from interface.layout import UIOptions, build_demo
+
+    backend = make_backend(args)
+    options = UIOptions(concurrency_limit=args.concurrency, max_images=args.max_images)
+    demo = build_demo(backend, options)
+    demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
+    return backend, demo
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from interface.layout import CSS, UIOptions, build_demo
-    from model_backend.local import LocalBackend
-
+    auth = read_auth(args)
     try:
-        backend = LocalBackend(args.model, device=args.device, dtype=args.dtype, attn=args.attn)
+        _, demo = build_app(args)
     except ModelLoadError as error:
         print(f"\n{error}\n", file=sys.stderr)
         return 2
-    demo = build_demo(backend, UIOptions(max_images=args.max_images))
-    demo.queue(max_size=args.queue_size)
+    warning = exposure_warning(args, auth)
+    if warning:
+        print(warning, file=sys.stderr)
+    from interface.layout import CSS
+
     demo.launch(
         server_name=args.host,
         server_port=args.port,
-        share=args.share,
+        share=args.share or None,  # None: Gradio reads GRADIO_SHARE
+        auth=auth or None,
+        root_path=args.root_path,
+        max_file_size=args.max_file_size,
         show_error=True,
         css=CSS,
     )

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from interface.chat import MODEL_QUEUE
 from interface.grounding_chat import build_grounding_tab
 from interface.image_chat import build_image_chat_tab
 from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
 from interface.video_chat import build_video_chat_tab
 from model_backend.base import Backend, GenerationSettings
+from model_backend.errors import InputError, ModelLoadError
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 
 TITLE = "InternVL 2.5 demo"
@@ -43,11 +45,37 @@ def header_markdown(backend: Backend) -> str:
     return "\n\n".join(lines)
 
 
+def add_model_choice(backend: Backend, header: gr.Markdown) -> None:
+    """A model dropdown: the local backend swaps checkpoints (one in memory at a time), a remote
+    one picks among what the engine serves. The choice applies to everyone using the demo."""
+    choice = gr.Dropdown(
+        backend.models, value=backend.info.model, label="Model", elem_id="model-choice"
+    )
+
+    def switch(model: str, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        progress(0, desc=f"Loading {model} (the previous model is freed first)…")
+        try:
+            backend.select_model(model)
+        except (InputError, ModelLoadError) as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        return header_markdown(backend)
+
+    choice.change(
+        switch,
+        choice,
+        header,
+        concurrency_id=MODEL_QUEUE,
+        api_visibility="private",
+    )
+
+
 def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     """Build the Gradio app around a backend (the caller queues and launches it)."""
     options = options or UIOptions()
     with gr.Blocks(title=TITLE, fill_width=True) as demo:
-        gr.Markdown(header_markdown(backend), elem_id="header-note")
+        header = gr.Markdown(header_markdown(backend), elem_id="header-note")
+        if len(backend.models) > 1:
+            add_model_choice(backend, header)
         common = (backend, options.defaults, options.system_prompt, options.concurrency_limit)
         with gr.Tabs():
             with gr.Tab("Image chat", id="image-chat"):

@@ -7,16 +7,18 @@ figures of the generation (tokens, time to first token, tokens/s) once it ends.
 
 from __future__ import annotations
 
+import queue
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from model_backend.errors import InputError
 from model_backend.styles import normalize_style
 
+DEFAULT_MODEL = "OpenGVLab/InternVL2_5-2B-MPO-hf"
 MAX_FRAMES = 64
 MAX_TILES_PER_FRAME = 4
 
@@ -191,6 +193,25 @@ class TextStream:
         self.close()
 
 
+END = object()  # closes a queue of text increments
+# While the model is busy (a long prefill), streams yield "" this often, so that whoever iterates
+# them regains control and can close them (Gradio cannot close a generator mid-step).
+KEEPALIVE_S = 0.25
+
+
+def drain(pieces: queue.Queue) -> Iterator[str]:
+    """Text increments from a worker's queue until END, with "" while the worker is quiet."""
+    while True:
+        try:
+            piece = pieces.get(timeout=KEEPALIVE_S)
+        except queue.Empty:
+            yield ""
+            continue
+        if piece is END:
+            return
+        yield piece
+
+
 @dataclass(frozen=True)
 class BackendInfo:
     """What the UI shows about the model behind the backend."""
@@ -206,12 +227,18 @@ class Backend(ABC):
     """A model that answers conversations, streaming."""
 
     info: BackendInfo
+    models: ClassVar[list[str]] = []  # the models a user may choose from (see select_model)
 
     @abstractmethod
     def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
         """Start answering; raise InputError for input the model cannot take."""
 
     tokens_per_tile: int = 256
+
+    def select_model(self, model: str) -> None:
+        """Answer with `model` from now on (one of `models`)."""
+        if model != self.info.model:
+            raise InputError(f"This backend serves only {self.info.model}.")
 
     def check_image(self, path: str | Path) -> None:
         """Raise InputError if the file is not an image this backend can use."""

@@ -7,13 +7,15 @@ decoding step, and the worker thread is joined before the stream's close returns
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import itertools
 import json
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +29,24 @@ from transformers import (
 from transformers.generation.streamers import BaseStreamer
 
 from model_backend.base import (
+    DEFAULT_MODEL,
+    END,
     Backend,
     BackendInfo,
     Conversation,
     GenerationSettings,
     GenerationStats,
     TextStream,
+    drain,
 )
 from model_backend.errors import GenerationError, InputError, ModelLoadError
 from model_backend.media import frame_pixels, image_pixels
 from model_backend.prompt import build_prompt, drop_oldest_visual_turn, image_tile_budgets
 from model_backend.tiny import RANDOM_WEIGHTS_MARKER
+from model_backend.zerogpu import gpu_function
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "OpenGVLab/InternVL2_5-2B-MPO-hf"
 NATIVE_CHECKPOINTS = (
     "OpenGVLab/InternVL2_5-2B-MPO-hf, OpenGVLab/InternVL2_5-8B-MPO-hf, "
     "OpenGVLab/InternVL3-{1B,2B,8B,9B,14B,38B,78B}-hf"
@@ -144,11 +149,7 @@ class StopOnEvent(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
-_END = object()
 MAX_HELD_TOKENS = 4
-# While the model is busy (a long prefill), the stream yields "" this often, so that whoever
-# iterates it regains control and can be closed (Gradio cannot close a generator mid-step).
-KEEPALIVE_S = 0.25
 
 
 class TokenStreamer(BaseStreamer):
@@ -193,7 +194,6 @@ class TokenStreamer(BaseStreamer):
     def end(self) -> None:
         if self.pending:
             self._send(self.tokenizer.decode(self.pending, skip_special_tokens=False))
-        self.queue.put(_END)
 
     def _send(self, text: str) -> None:
         if len(text) > self.printed:
@@ -212,8 +212,19 @@ class PreparedInput:
     notices: list[str]
 
 
+def gpu_seconds(backend: LocalBackend, inputs: PreparedInput, settings: GenerationSettings) -> int:
+    """GPU time to reserve on ZeroGPU for one answer: prefill of the image tiles and decoding
+    at a conservative 20 tokens/s, within ZeroGPU's limits."""
+    tiles = 0 if inputs.pixel_values is None else inputs.pixel_values.shape[0]
+    return int(min(180, max(20, 10 + tiles * 0.5 + settings.max_new_tokens / 20)))
+
+
 class LocalBackend(Backend):
-    """InternVL on this machine's GPU or CPU, one generation at a time."""
+    """InternVL on this machine's GPU or CPU, one generation at a time.
+
+    Several checkpoints may be offered (`models`); one is held in memory at a time, and
+    `select_model` swaps it (the old one is freed first).
+    """
 
     def __init__(
         self,
@@ -221,16 +232,29 @@ class LocalBackend(Backend):
         device: str = "auto",
         dtype: str = "auto",
         attn: str = "sdpa",
+        models: list[str] | None = None,
     ):
-        config = read_model_config(model)
-        check_native_format(model, config)
         check_attention(attn)
+        self.attn = attn
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
+        self.models = list(models or [model])
+        if model not in self.models:
+            self.models.insert(0, model)
+        self._lock = threading.Lock()  # one generation (or model swap) at a time
+        self._request_ids = itertools.count()
+        self._stop_events: dict[int, threading.Event] = {}
+        self.load(model)
+
+    def load(self, model: str) -> None:
+        """Load a checkpoint (after freeing the current one) and describe it."""
+        config = read_model_config(model)
+        check_native_format(model, config)
+        self.unload()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                model, dtype=self.dtype, attn_implementation=attn
+                model, dtype=self.dtype, attn_implementation=self.attn
             )
         except OSError as error:
             raise ModelLoadError(cannot_fetch_message(model, error)) from error
@@ -245,11 +269,28 @@ class LocalBackend(Backend):
         self.info = BackendInfo(
             model=model,
             kind="local",
-            device=f"{self.device} ({str(self.dtype).removeprefix('torch.')}, {attn})",
+            device=f"{self.device} ({str(self.dtype).removeprefix('torch.')}, {self.attn})",
             random_weights=Path(model, RANDOM_WEIGHTS_MARKER).is_file(),
             context_length=self.context_length,
         )
-        self._lock = threading.Lock()  # one generation at a time on one model
+
+    def unload(self) -> None:
+        if getattr(self, "model", None) is None:
+            return
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def select_model(self, model: str) -> None:
+        if model not in self.models:
+            raise InputError(
+                f"'{model}' is not one of this demo's models: {', '.join(self.models)}"
+            )
+        if model == self.info.model:
+            return
+        with self._lock:  # waits for the running answer
+            self.load(model)
 
     def _stop_token_ids(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id
@@ -270,9 +311,8 @@ class LocalBackend(Backend):
         return tiles
 
     def prepare(self, conversation: Conversation, settings: GenerationSettings) -> PreparedInput:
-        """Images -> tiles -> prompt -> token ids. Raises InputError for unusable input.
-
-        A conversation too long for the model loses its oldest image/video turns first.
+        """Images -> tiles -> prompt -> token ids (on the CPU). Raises InputError for unusable
+        input. A conversation too long for the model loses its oldest image/video turns first.
         """
         conversation.check()
         settings.check()
@@ -302,10 +342,8 @@ class LocalBackend(Backend):
                 f"tokens): its {dropped} oldest question(s) with images or video were left out "
                 f"of this answer."
             )
-        pixel_values = None
-        if tiles:
-            pixel_values = torch.from_numpy(np.concatenate(tiles)).to(self.device, self.dtype)
-        return PreparedInput(input_ids.to(self.device), pixel_values, notices)
+        pixel_values = torch.from_numpy(np.concatenate(tiles)) if tiles else None
+        return PreparedInput(input_ids, pixel_values, notices)
 
     def generation_kwargs(self, settings: GenerationSettings, prompt_tokens: int) -> dict:
         kwargs = {
@@ -329,61 +367,81 @@ class LocalBackend(Backend):
 
     def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
         inputs = self.prepare(conversation, settings)
-        stop = threading.Event()
-        streamer = TokenStreamer(self.tokenizer, self.hidden_ids)
-        prompt_tokens = inputs.input_ids.shape[1]
-        kwargs = {
-            "input_ids": inputs.input_ids,
-            "attention_mask": torch.ones_like(inputs.input_ids),
-            "pixel_values": inputs.pixel_values,
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([StopOnEvent(stop)]),
-            **self.generation_kwargs(settings, prompt_tokens),
-        }
-        failure: list[BaseException] = []
-        thread = threading.Thread(
-            target=self._generate, args=(kwargs, streamer, failure), name="internvl-generate"
-        )
-        text_stream = TextStream(pieces=iter(()), cancel=stop.set, notices=inputs.notices)
-
-        def pieces():
-            started = time.perf_counter()
-            with self._lock:
-                thread.start()
-                try:
-                    while True:
-                        try:
-                            piece = streamer.queue.get(timeout=KEEPALIVE_S)
-                        except queue.Empty:
-                            yield ""  # keep-alive
-                            continue
-                        if piece is _END:
-                            break
-                        yield piece
-                    if failure:
-                        raise failure[0]
-                finally:
-                    stop.set()
-                    thread.join()
-                    first = streamer.first_token_at
-                    text_stream.stats = GenerationStats(
-                        new_tokens=streamer.new_tokens,
-                        prompt_tokens=prompt_tokens,
-                        time_to_first_token_s=None if first is None else first - started,
-                        total_s=time.perf_counter() - started,
-                        stopped=stop_requested.is_set(),
-                    )
-
-        # `stop` is also set at the natural end; remember whether a user asked for it.
-        stop_requested = threading.Event()
+        request = next(self._request_ids)
+        stop = self._stop_events[request] = threading.Event()
+        stop_requested = threading.Event()  # `stop` is also set at the natural end
 
         def cancel() -> None:
             stop_requested.set()
             stop.set()
 
+        text_stream = TextStream(pieces=iter(()), cancel=cancel, notices=inputs.notices)
+
+        def pieces():
+            started = time.perf_counter()
+            seen = 0
+            with self._lock:
+                generation = self.generate_on_gpu(inputs, settings, request)
+                try:
+                    for item in generation:
+                        if isinstance(item, GenerationStats):
+                            text_stream.stats = replace(item, stopped=stop_requested.is_set())
+                        else:
+                            seen += bool(item)
+                            yield item
+                finally:
+                    generation.close()  # stops and joins the worker if the consumer left early
+                    self._stop_events.pop(request, None)
+                    if text_stream.stats is None:  # closed before the end
+                        text_stream.stats = GenerationStats(
+                            new_tokens=seen,
+                            prompt_tokens=inputs.input_ids.shape[1],
+                            time_to_first_token_s=None,
+                            total_s=time.perf_counter() - started,
+                            stopped=True,
+                        )
+
         text_stream.pieces = pieces()
-        text_stream.cancel = cancel
         return text_stream
+
+    @gpu_function(duration=gpu_seconds)
+    def generate_on_gpu(self, inputs: PreparedInput, settings: GenerationSettings, request: int):
+        """Generate on the model's device: yields text increments ("" while busy), then the
+        figures. This is the one function that needs the GPU (on ZeroGPU it runs in a worker
+        process, so it takes plain data: a request number instead of the stop event)."""
+        stop = self._stop_events.get(request) or threading.Event()
+        streamer = TokenStreamer(self.tokenizer, self.hidden_ids)
+        input_ids = inputs.input_ids.to(self.device)
+        kwargs = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "pixel_values": None
+            if inputs.pixel_values is None
+            else inputs.pixel_values.to(self.device, self.dtype),
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([StopOnEvent(stop)]),
+            **self.generation_kwargs(settings, input_ids.shape[1]),
+        }
+        failure: list[BaseException] = []
+        worker = threading.Thread(
+            target=self._generate, args=(kwargs, streamer, failure), name="internvl-generate"
+        )
+        started = time.perf_counter()
+        worker.start()
+        try:
+            yield from drain(streamer.queue)
+        finally:
+            stop.set()
+            worker.join()
+        if failure:
+            raise failure[0]
+        first = streamer.first_token_at
+        yield GenerationStats(
+            new_tokens=streamer.new_tokens,
+            prompt_tokens=input_ids.shape[1],
+            time_to_first_token_s=None if first is None else first - started,
+            total_s=time.perf_counter() - started,
+        )
 
     def _generate(self, kwargs: dict, streamer: TokenStreamer, failure: list) -> None:
         try:
@@ -401,4 +459,4 @@ class LocalBackend(Backend):
             log.exception("generation failed")
             failure.append(error)
         finally:
-            streamer.end()
+            streamer.queue.put(END)

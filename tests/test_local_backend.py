@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from model_backend.base import Conversation, GenerationSettings, Turn
+from model_backend.base import END, Conversation, GenerationSettings, Turn
 from model_backend.errors import GenerationError, InputError, ModelLoadError
-from model_backend.local import _END, LocalBackend, TokenStreamer
+from model_backend.local import LocalBackend, TokenStreamer
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from tests.conftest import EXAMPLES, REPO, generate_threads, wait_until
 
@@ -122,8 +122,9 @@ def test_grounding_tags_survive_decoding(backend):
     for token in ids:
         streamer.put(token.reshape(1))
     streamer.end()
+    streamer.queue.put(END)
     pieces = []
-    while (piece := streamer.queue.get()) is not _END:
+    while (piece := streamer.queue.get()) is not END:
         pieces.append(piece)
     assert "".join(pieces) == "The <ref>cat</ref><box>[[10, 20, 300, 400]]</box> sits."
     assert len(pieces) > 1
@@ -137,8 +138,9 @@ def test_multibyte_characters_are_not_split(backend):
     for token in ids:
         streamer.put(token.reshape(1))
     streamer.end()
+    streamer.queue.put(END)
     pieces = []
-    while (piece := streamer.queue.get()) is not _END:
+    while (piece := streamer.queue.get()) is not END:
         pieces.append(piece)
     assert "".join(pieces) == "猫 café"
     assert all("\ufffd" not in piece for piece in pieces)

@@ -1,0 +1,284 @@
+"""Backend for an OpenAI-compatible engine: vLLM, LMDeploy, SGLang, `transformers serve`.
+
+For the models too big for one GPU (InternVL2.5-26B/38B/78B with tensor parallelism), the
+engine runs the model and this demo sends it the conversation, through the official `openai`
+client, streaming. The demo still decides what the model sees where the client can: the system
+prompt, image numbering, the reasoning/answer-style wording (model_backend.prompt), and for video
+the frames (sampled here exactly as for the local backend, sent as images after `FrameK:`
+prefixes, which every engine accepts, InternLM2-based models included). The engine does the
+tiling; the tile limit is passed the way each engine takes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import openai
+from PIL import Image
+
+from model_backend.base import (
+    END,
+    Backend,
+    BackendInfo,
+    Conversation,
+    GenerationSettings,
+    GenerationStats,
+    TextStream,
+    drain,
+)
+from model_backend.errors import GenerationError, InputError, ModelLoadError
+from model_backend.images import load_image
+from model_backend.media import BoundedCache, file_key, sample_video
+from model_backend.prompt import IMAGE_PLACEHOLDER, chat_messages, image_tile_budgets
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("vllm", "lmdeploy", "sglang", "generic")
+# Engines resize to at most 12-40 tiles of 448 pixels anyway; sending more only costs bandwidth.
+MAX_SENT_SIDE = 4096
+ENCODED_CACHE = BoundedCache(256 * 1024**2, len)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversation -> OpenAI messages
+
+
+def data_url(image: Image.Image, lossless: bool = False) -> str:
+    """An RGB image as a base64 data URL (PNG when lossless, else JPEG at quality 95)."""
+    if max(image.size) > MAX_SENT_SIDE:
+        image = image.copy()
+        image.thumbnail((MAX_SENT_SIDE, MAX_SENT_SIDE), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    if lossless:
+        image.save(buffer, format="PNG")
+        mime = "image/png"
+    else:
+        image.save(buffer, format="JPEG", quality=95)
+        mime = "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+
+def image_file_url(path: str) -> str:
+    """An uploaded image, upright (EXIF applied), as a data URL; encoded once per file."""
+    lossless = Path(path).suffix.lower() in (".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+    return ENCODED_CACHE.get_or_make(
+        ("image", file_key(path)), lambda: data_url(load_image(path), lossless)
+    )
+
+
+def visual_parts(conversation: Conversation, settings: GenerationSettings, engine: str):
+    """For each user turn, its image parts in order (images, or a video's frames)."""
+    budgets = iter(image_tile_budgets(conversation, settings.max_tiles))
+    per_turn = []
+    for turn in conversation.turns:
+        parts = []
+        for path in turn.images:
+            parts.append(image_part(image_file_url(path), next(budgets), engine))
+        if turn.video:
+            frames, _ = sample_video(turn.video)
+            key = ("frames", file_key(turn.video.path), turn.video)
+            urls = ENCODED_CACHE.get_or_make(key, lambda f=frames: [data_url(x) for x in f])
+            parts += [image_part(url, turn.video.tiles_per_frame, engine) for url in urls]
+        per_turn.append(parts)
+    return per_turn
+
+
+def image_part(url: str, max_tiles: int, engine: str) -> dict:
+    image_url: dict = {"url": url}
+    if engine == "lmdeploy":  # LMDeploy reads a tile limit per image
+        image_url["max_dynamic_patch"] = max_tiles
+    return {"type": "image_url", "image_url": image_url}
+
+
+def openai_messages(
+    conversation: Conversation, settings: GenerationSettings, engine: str = "generic"
+) -> list[dict]:
+    """The conversation in the chat-completions format: text and image parts interleaved
+    exactly where the prompt builder puts `<image>`, so numbering and prefixes are the same."""
+    messages = chat_messages(conversation)
+    offset = len(messages) - len(conversation.turns)  # the system message, if any
+    parts_by_turn = visual_parts(conversation, settings, engine)
+    out = [{"role": role, "content": text} for role, text in messages[:offset]]
+    for (role, text), images in zip(messages[offset:], parts_by_turn, strict=True):
+        if not images:
+            out.append({"role": role, "content": text})
+            continue
+        pieces = text.split(IMAGE_PLACEHOLDER)
+        content: list[dict] = []
+        for piece, image in zip(pieces, images, strict=False):
+            if piece:
+                content.append({"type": "text", "text": piece})
+            content.append(image)
+        if pieces[-1]:
+            content.append({"type": "text", "text": pieces[-1]})
+        out.append({"role": role, "content": content})
+    return out
+
+
+def engine_options(conversation: Conversation, settings: GenerationSettings, engine: str) -> dict:
+    """Request-body fields beyond the OpenAI standard, as each engine names them."""
+    extra: dict = {}
+    if engine in ("vllm", "lmdeploy", "sglang"):
+        extra["repetition_penalty"] = settings.repetition_penalty
+        if settings.top_k > 0:
+            extra["top_k"] = settings.top_k
+    if engine == "vllm":
+        # One limit per request: the largest budget of the conversation's images.
+        budgets = image_tile_budgets(conversation, settings.max_tiles) or [settings.max_tiles]
+        frames = [t.video.tiles_per_frame for t in conversation.turns if t.video]
+        extra["mm_processor_kwargs"] = {"max_dynamic_patch": max([*budgets, *frames])}
+    return extra
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend
+
+
+class OpenAIBackend(Backend):
+    """Streams answers from an OpenAI-compatible server; many at once (the engine batches)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        api_key: str | None = None,
+        served_model: str | None = None,
+        engine: str = "generic",
+        timeout_s: float = 600.0,
+    ):
+        if engine not in ENGINES:
+            raise ModelLoadError(f"--engine must be one of {', '.join(ENGINES)}, not {engine}.")
+        self.endpoint = endpoint
+        self.engine = engine
+        self.client = openai.OpenAI(
+            base_url=endpoint, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0
+        )
+        try:
+            self.models = self.served_models()
+        except GenerationError as error:
+            if not served_model:
+                raise ModelLoadError(
+                    f"{error} Start the engine first, or name its model with --served-model."
+                ) from error
+            log.warning("%s Using --served-model %s.", error, served_model)
+            self.models = [served_model]
+        if served_model and served_model not in self.models:
+            self.models.insert(0, served_model)
+        self.select_model(served_model or self.models[0])
+
+    def served_models(self) -> list[str]:
+        """What the engine serves (`/v1/models`)."""
+        try:
+            return [model.id for model in self.client.models.list()]
+        except openai.APIError as error:
+            raise self.explain(error) from error
+
+    def select_model(self, model: str) -> None:
+        if model not in self.models:
+            raise InputError(f"The engine does not serve '{model}': {', '.join(self.models)}.")
+        self.model = model
+        self.info = BackendInfo(
+            model=model, kind="openai", device=f"{self.engine} at {self.endpoint}"
+        )
+
+    def explain(self, error: Exception) -> GenerationError:
+        """A message a user can act on, for everything the client can raise."""
+        if isinstance(error, openai.APITimeoutError):
+            return GenerationError(f"The engine at {self.endpoint} did not answer in time.")
+        if isinstance(error, openai.APIConnectionError):
+            return GenerationError(
+                f"Cannot reach the engine at {self.endpoint}: is it running? The conversation "
+                f"is kept; send again once the engine is back."
+            )
+        if isinstance(error, openai.NotFoundError):
+            return GenerationError(
+                f"The engine at {self.endpoint} does not serve the model '{self.model}' "
+                f"(pick another in the model list, or restart the demo with --served-model)."
+            )
+        if isinstance(error, openai.APIStatusError):
+            detail = error.message or str(error)
+            return GenerationError(
+                f"The engine refused the request ({error.status_code}): {detail}"
+            )
+        return GenerationError(f"The engine failed: {error}")
+
+    def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
+        conversation.check()
+        settings.check()
+        messages = openai_messages(conversation, settings, self.engine)
+        request = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+            "extra_body": engine_options(conversation, settings, self.engine),
+        }
+        pieces: queue.Queue = queue.Queue()
+        stop_requested = threading.Event()  # the user pressed Stop
+        closing = threading.Event()  # the HTTP stream is being closed (Stop, or the consumer left)
+        failure: list[Exception] = []
+        response: list = []  # the open HTTP stream, once there is one
+        counts = {"chunks": 0, "first": None}
+        started = time.perf_counter()
+
+        def close_http() -> None:
+            closing.set()
+            if response:
+                response[0].close()  # the engine sees the client go and stops generating
+
+        def read() -> None:
+            """Worker: open the stream and pass its text on until it ends or is closed."""
+            try:
+                stream = self.client.chat.completions.create(**request)
+                response.append(stream)
+                if closing.is_set():
+                    stream.close()
+                for chunk in stream:
+                    text = chunk.choices[0].delta.content if chunk.choices else None
+                    if text:
+                        counts["chunks"] += 1
+                        counts["first"] = counts["first"] or time.perf_counter()
+                        pieces.put(text)
+            except Exception as error:
+                if not closing.is_set():  # reading a stream we closed fails: that is no error
+                    failure.append(error)
+            finally:
+                pieces.put(END)
+
+        worker = threading.Thread(target=read, name="internvl-remote", daemon=True)
+
+        def cancel() -> None:
+            stop_requested.set()
+            close_http()
+
+        text_stream = TextStream(pieces=iter(()), cancel=cancel)
+
+        def generate():
+            worker.start()
+            try:
+                yield from drain(pieces)
+            finally:
+                if worker.is_alive():
+                    close_http()
+                worker.join()
+                first = counts["first"]
+                # Engines stream about one token per chunk; the count is of chunks.
+                text_stream.stats = GenerationStats(
+                    new_tokens=counts["chunks"],
+                    prompt_tokens=0,
+                    time_to_first_token_s=None if first is None else first - started,
+                    total_s=time.perf_counter() - started,
+                    stopped=stop_requested.is_set(),
+                )
+            if failure:
+                raise self.explain(failure[0])
+
+        text_stream.pieces = generate()
+        return text_stream
