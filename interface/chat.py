@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import gradio as gr
 
 from interface.conversation import assistant_turn, to_chatbot, to_clip, to_conversation
+from interface.export import write_exports
 from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SettingsControls, make_settings
 from model_backend.base import (
@@ -158,6 +159,13 @@ class ChatPanel:
             self.regenerate_btn = gr.Button("Regenerate", elem_id=f"{name}-regenerate")
             self.undo_btn = gr.Button("Undo", elem_id=f"{name}-undo")
             self.clear_btn = gr.Button("Clear", elem_id=f"{name}-clear")
+        with gr.Row():
+            self.export_json = gr.DownloadButton(
+                "Download chat (JSON)", visible=False, size="sm", elem_id=f"{name}-export-json"
+            )
+            self.export_md = gr.DownloadButton(
+                "Download chat (Markdown)", visible=False, size="sm", elem_id=f"{name}-export-md"
+            )
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -222,13 +230,21 @@ class ChatPanel:
             )
 
         def clear():
-            return [], [], None, *clear_media()
+            hide = gr.DownloadButton(visible=False)
+            return [], [], None, hide, hide, *clear_media()
 
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(
                 clear,
                 None,
-                [self.state, self.chatbot, self.textbox, *media_outputs],
+                [
+                    self.state,
+                    self.chatbot,
+                    self.textbox,
+                    self.export_json,
+                    self.export_md,
+                    *media_outputs,
+                ],
                 queue=False,
                 **hidden,
             )
@@ -251,7 +267,43 @@ class ChatPanel:
             show_progress="minimal",
             **hidden,
         )
-        generation.then(lambda: self.busy(False), None, self.busy_outputs, queue=False, **hidden)
+        done = generation.then(
+            lambda: self.busy(False), None, self.busy_outputs, queue=False, **hidden
+        )
+        done.then(
+            self.exports,
+            [self.state, *settings.generation()],
+            [self.export_json, self.export_md],
+            **hidden,
+        )
+
+    def exports(
+        self,
+        turns: list[dict],
+        system_prompt: str,
+        temperature: float,
+        top_p: float,
+        top_k: float,
+        repetition_penalty: float,
+        max_new_tokens: float,
+        max_tiles: float,
+    ):
+        """The download buttons, pointing at the conversation's JSON and Markdown files."""
+        settings = {
+            "system_prompt": system_prompt,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "repetition_penalty": repetition_penalty,
+            "max_new_tokens": max_new_tokens,
+            "max_tiles": max_tiles,
+        }
+        files = write_exports(turns, self.backend.info.model, settings)
+        if files is None:
+            return gr.DownloadButton(visible=False), gr.DownloadButton(visible=False)
+        return gr.DownloadButton(value=files[0], visible=True), gr.DownloadButton(
+            value=files[1], visible=True
+        )
 
     # -- handlers -------------------------------------------------------------------------------
 

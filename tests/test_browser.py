@@ -5,9 +5,11 @@ upload an image -> ask -> watch the answer stream -> Stop -> Regenerate -> follo
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -251,3 +253,34 @@ def test_video_journey(page, slow_backend, tmp_path):
     stream_then_stop(page, "video-chat")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "video_chat.png"), full_page=True)
+
+
+def test_the_conversation_downloads_as_json_and_markdown(page, backend):
+    page.locator("#image-chat-image input[type='file']").set_input_files(str(EXAMPLES / "cat.jpg"))
+    expect(page.locator("#image-chat-image img")).to_be_visible()
+    page.locator("#image-chat-settings").click()
+    tokens = page.locator("#image-chat-max-new-tokens input[type='number']")
+    expect(tokens).to_be_visible()
+
+    def set_tokens() -> bool:
+        tokens.fill("16")
+        tokens.press("Tab")
+        return tokens.input_value() == "16"
+
+    assert wait_until(set_tokens, timeout=20)
+    ask(page, "image-chat", "What is in this image?")
+    expect(bot_messages(page).first).to_contain_text("tokens/s")
+    json_button = page.locator("#image-chat-export-json")
+    expect(json_button).to_be_visible()
+    with page.expect_download() as download:
+        json_button.click()
+    record = json.loads(Path(download.value.path()).read_text())
+    assert [t["role"] for t in record["turns"]] == ["user", "assistant"]
+    assert record["turns"][0]["text"] == "What is in this image?"
+    image = record["turns"][0]["images"][0]
+    assert image["data_url"].startswith("data:image/jpeg;base64,")
+    assert record["settings"]["max_new_tokens"] == 16
+    with page.expect_download() as download:
+        page.locator("#image-chat-export-md").click()
+    markdown = Path(download.value.path()).read_text()
+    assert "![Image-1: " in markdown and "What is in this image?" in markdown
