@@ -380,14 +380,22 @@ def test_decompression_bomb_header(tmp_path):
     assert "too large" in message
 
 
-@pytest.mark.parametrize("size", [(40, 40), (80, 80)])  # 1x..2x guard: warning; >2x: error
-def test_pillow_bomb_guard_becomes_input_error(tmp_path, monkeypatch, size):
+def test_pillow_bomb_guard_becomes_input_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     path = tmp_path / "guarded.png"
-    Image.new("RGB", size).save(path)
+    Image.new("RGB", (80, 80)).save(path)  # over twice Pillow's limit: Pillow refuses to open it
     message = raises_input_error(path, max_pixels=10**9)
     assert "guarded.png" in message
     assert "too large" in message
+
+
+def test_our_limit_not_pillows_warning_decides_in_the_warning_band(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = tmp_path / "warned.png"
+    Image.new("RGB", (40, 40)).save(path)  # 1,600 pixels: Pillow only warns
+    message = raises_input_error(path, max_pixels=1500)
+    assert "40x40 = 1,600 pixels; the limit is 1,500 pixels" in message
+    assert load_image(path, max_pixels=2000).size == (40, 40)
 
 
 def test_missing_file_is_an_input_error(tmp_path):
