@@ -84,6 +84,8 @@ def answer_request(
             backend.check_image(path)
     except InputError as error:
         raise gr.Error(str(error), print_exception=False) from None
+    except (TypeError, ValueError) as error:  # e.g. a number parameter sent as null
+        raise gr.Error(f"Invalid parameter: {error}", print_exception=False) from None
     try:
         for text, _stats in stream_answer(backend, conversation, settings):
             yield text

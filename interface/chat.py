@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import gradio as gr
@@ -29,6 +30,7 @@ from model_backend.styles import normalize_style
 log = logging.getLogger(__name__)
 
 MODEL_QUEUE = "model"  # one concurrency group for every event that runs the model
+UPDATE_INTERVAL_S = 0.05  # at most 20 screen updates a second while an answer streams
 
 
 class ActiveStreams:
@@ -89,14 +91,24 @@ def stream_answer(
     on_start(stream)
     for notice in stream.notices:
         on_notice(notice)
-    text = ""
+    text, shown_at = "", 0.0
     try:
         for piece in stream:
             text += piece
-            yield text, None
+            now = time.perf_counter()
+            # A keep-alive ("") is always passed on (it lets Stop in); text at most every
+            # UPDATE_INTERVAL_S, so a fast model does not flood the browser with updates.
+            if not piece or now - shown_at >= UPDATE_INTERVAL_S:
+                shown_at = now
+                yield text, None
     finally:
         stream.close()
     yield text, stream.stats
+
+
+def typed(turn: dict) -> str:
+    """What the user typed for a turn (a tab may have sent a longer prompt built from it)."""
+    return turn.get("typed", turn["text"])
 
 
 def user_message(error: Exception) -> str:
@@ -358,7 +370,7 @@ class ChatPanel:
             return [], [], gr.MultimodalTextbox()
         question = turns[-1]
         turns = turns[:-1]
-        return turns, to_chatbot(turns), gr.MultimodalTextbox(value={"text": question["text"]})
+        return turns, to_chatbot(turns), gr.MultimodalTextbox(value={"text": typed(question)})
 
     def stop(self, request: gr.Request) -> None:
         ACTIVE_STREAMS.stop(self.key(request))
@@ -401,7 +413,7 @@ class ChatPanel:
                 log.exception("generation failed")
             # Keep everything before the failed question; give the question back to edit.
             kept, failed = turns[:-1], turns[-1]
-            question = gr.MultimodalTextbox(value={"text": failed["text"]})
+            question = gr.MultimodalTextbox(value={"text": typed(failed)})
             yield kept, to_chatbot(kept), question, *self.render_extra(kept)
             raise gr.Error(user_message(error), print_exception=False) from None
         finally:

@@ -6,14 +6,23 @@ closes. Videos are referred to by name with how they were sampled.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import mimetypes
+import shutil
 import tempfile
 import time
+from functools import lru_cache
 from pathlib import Path
 
-EXPORT_DIR = Path(tempfile.gettempdir()) / "internvl-demo-exports"
+
+@lru_cache(maxsize=1)
+def export_dir() -> Path:
+    """This process's own folder for exports (private, removed at exit)."""
+    path = Path(tempfile.mkdtemp(prefix="internvl-demo-exports-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def embedded(path: str) -> str:
@@ -73,8 +82,8 @@ def write_exports(turns: list[dict], model: str, settings: dict) -> tuple[str, s
     if not turns:
         return None
     record = export_record(turns, model, settings)
-    EXPORT_DIR.mkdir(parents=True, exist_ok=True)
-    stem = EXPORT_DIR / f"internvl-chat-{time.strftime('%Y%m%d-%H%M%S')}-{id(turns):x}"
+    folder = Path(tempfile.mkdtemp(prefix="internvl-chat-", dir=export_dir()))
+    stem = folder / f"internvl-chat-{time.strftime('%Y%m%d-%H%M%S')}"
     json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
     json_path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
     md_path.write_text(export_markdown(record))

@@ -26,16 +26,20 @@ TABLE_HEADERS = ["label", "x1", "y1", "x2", "y2"]
 
 def collect_grounding_turn(message: dict, turns: list[dict], image: str | None, mode: str):
     """The mode's question about the image (attached when new to the conversation)."""
-    question = grounding_question(mode, message.get("text") or "")
+    typed = message.get("text") or ""
+    question = grounding_question(mode, typed)
     attached = list(message.get("files") or [])
     sent = conversation_paths(turns)
     if attached:
-        return user_turn(question, attached[-1:])
-    if image and image not in sent:
-        return user_turn(question, [image])
-    if not sent:
+        images = attached[-1:]
+    elif image and image not in sent:
+        images = [image]
+    elif sent:
+        images = []
+    else:
         raise InputError("Please add an image first (upload, paste or webcam).")
-    return user_turn(question)
+    # What was typed, for Undo and for a failed request to give back (not the full prompt).
+    return {**user_turn(question, images), "typed": typed}
 
 
 def latest_answer_and_image(turns: list[dict]) -> tuple[str | None, str | None]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -12,7 +14,13 @@ from PIL import Image
 from model_backend.grounding import Box, draw_boxes, parse_boxes
 from model_backend.images import load_image
 
-DRAWINGS_DIR = Path(tempfile.gettempdir()) / "internvl-demo-boxes"
+
+@lru_cache(maxsize=1)
+def drawings_dir() -> Path:
+    """This process's own folder for drawings and box files (private, removed at exit)."""
+    path = Path(tempfile.mkdtemp(prefix="internvl-demo-boxes-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 @lru_cache(maxsize=8)
@@ -30,9 +38,7 @@ def answer_boxes(image_path: str, answer: str) -> tuple[Box, ...]:
 @lru_cache(maxsize=64)
 def annotated_file(image_path: str, boxes: tuple[Box, ...]) -> str:
     """A PNG of the image with the boxes drawn (drawn once per set of boxes)."""
-    DRAWINGS_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"{abs(hash((image_path, boxes))):x}.png"
-    path = DRAWINGS_DIR / name
+    path = drawings_dir() / f"{abs(hash((image_path, boxes))):x}.png"
     draw_boxes(upright_image(image_path), list(boxes)).save(path)
     return str(path)
 
@@ -58,8 +64,7 @@ def boxes_json(boxes: tuple[Box, ...]) -> list[dict]:
 def boxes_json_file(image_path: str, boxes: tuple[Box, ...]) -> str:
     """A downloadable JSON file of the boxes, with the image's size."""
     width, height = upright_image(image_path).size
-    DRAWINGS_DIR.mkdir(parents=True, exist_ok=True)
-    path = DRAWINGS_DIR / f"boxes-{abs(hash((image_path, boxes))):x}.json"
+    path = drawings_dir() / f"boxes-{abs(hash((image_path, boxes))):x}.json"
     content = {
         "image": Path(image_path).name,
         "width": width,

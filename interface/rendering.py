@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from model_backend.grounding import grounding_spans
 
 # Inline and display maths, as InternVL writes them ($...$, $$...$$, \(...\), \[...\]).
@@ -56,7 +58,18 @@ def cut_unfinished_tag(tail: str) -> str:
 def strip_stray_tags(text: str) -> str:
     for tag in GROUNDING_TAGS:
         text = text.replace(tag, "")
-    return text
+    return no_remote_images(text)
+
+
+def no_remote_images(text: str) -> str:
+    """Model output is untrusted: an image in it would make every viewer's browser fetch a URL
+    the model chose. Markdown images become links, and <img> tags are shown as text."""
+    text = MARKDOWN_IMAGE.sub(r"[\1](", text)
+    return HTML_IMAGE.sub("&lt;", text)
+
+
+MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\(")
+HTML_IMAGE = re.compile(r"<(?=img\b)", re.IGNORECASE)
 
 
 def stats_line(summary: str) -> str:

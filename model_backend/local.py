@@ -43,7 +43,7 @@ from model_backend.errors import GenerationError, InputError, ModelLoadError
 from model_backend.media import frame_pixels, image_pixels
 from model_backend.prompt import build_prompt, drop_oldest_visual_turn, image_tile_budgets
 from model_backend.tiny import RANDOM_WEIGHTS_MARKER
-from model_backend.zerogpu import gpu_function
+from model_backend.zerogpu import gpu_function, on_zero_gpu
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +212,69 @@ class PreparedInput:
     notices: list[str]
 
 
-def gpu_seconds(backend: LocalBackend, inputs: PreparedInput, settings: GenerationSettings) -> int:
+# Backends of this process by id: the GPU function receives an id, not the backend itself,
+# because on ZeroGPU its arguments are pickled to a worker (a forked copy of this process).
+_BACKENDS: dict[int, LocalBackend] = {}
+
+
+def gpu_seconds(
+    backend_id: int,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None,
+    settings: GenerationSettings,
+    request: int,
+) -> int:
     """GPU time to reserve on ZeroGPU for one answer: prefill of the image tiles and decoding
     at a conservative 20 tokens/s, within ZeroGPU's limits."""
-    tiles = 0 if inputs.pixel_values is None else inputs.pixel_values.shape[0]
+    tiles = 0 if pixel_values is None else pixel_values.shape[0]
     return int(min(180, max(20, 10 + tiles * 0.5 + settings.max_new_tokens / 20)))
+
+
+@gpu_function(duration=gpu_seconds)
+def generate_on_gpu(
+    backend_id: int,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None,
+    settings: GenerationSettings,
+    request: int,
+):
+    """Generate on the model's device: yields text increments ("" while busy), then the
+    figures. The one function that needs the GPU, used by every tab and endpoint; it takes
+    plain, picklable data (on ZeroGPU it runs in a worker process)."""
+    backend = _BACKENDS[backend_id]
+    stop = backend._stop_events.get(request) or threading.Event()
+    streamer = TokenStreamer(backend.tokenizer, backend.hidden_ids)
+    input_ids = input_ids.to(backend.device)
+    kwargs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": None
+        if pixel_values is None
+        else pixel_values.to(backend.device, backend.dtype),
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([StopOnEvent(stop)]),
+        **backend.generation_kwargs(settings, input_ids.shape[1]),
+    }
+    failure: list[BaseException] = []
+    worker = threading.Thread(
+        target=backend._generate, args=(kwargs, streamer, failure), name="internvl-generate"
+    )
+    started = time.perf_counter()
+    worker.start()
+    try:
+        yield from drain(streamer.queue)
+    finally:
+        stop.set()
+        worker.join()
+    if failure:
+        raise failure[0]
+    first = streamer.first_token_at
+    yield GenerationStats(
+        new_tokens=streamer.new_tokens,
+        prompt_tokens=input_ids.shape[1],
+        time_to_first_token_s=None if first is None else first - started,
+        total_s=time.perf_counter() - started,
+    )
 
 
 class LocalBackend(Backend):
@@ -244,6 +302,7 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()  # one generation (or model swap) at a time
         self._request_ids = itertools.count()
         self._stop_events: dict[int, threading.Event] = {}
+        _BACKENDS[id(self)] = self
         self.load(model)
 
     def load(self, model: str) -> None:
@@ -257,6 +316,11 @@ class LocalBackend(Backend):
                 model, dtype=self.dtype, attn_implementation=self.attn
             )
         except OSError as error:
+            if Path(model).is_dir():
+                raise ModelLoadError(
+                    f"The folder {model} could not be loaded as a native InternVL checkpoint "
+                    f"({type(error).__name__}: {error})."
+                ) from error
             raise ModelLoadError(cannot_fetch_message(model, error)) from error
         self.model.to(self.device).eval()
         vision = self.model.config.vision_config
@@ -287,10 +351,15 @@ class LocalBackend(Backend):
             raise InputError(
                 f"'{model}' is not one of this demo's models: {', '.join(self.models)}"
             )
-        if model == self.info.model:
+        previous = self.info.model
+        if model == previous:
             return
         with self._lock:  # waits for the running answer
-            self.load(model)
+            try:
+                self.load(model)
+            except ModelLoadError as error:
+                self.load(previous)  # only one model fits: the old one was freed first
+                raise InputError(f"{error} Still answering with {previous}.") from error
 
     def _stop_token_ids(self) -> list[int]:
         configured = self.model.generation_config.eos_token_id
@@ -381,9 +450,13 @@ class LocalBackend(Backend):
             started = time.perf_counter()
             seen = 0
             with self._lock:
-                generation = self.generate_on_gpu(inputs, settings, request)
+                generation = generate_on_gpu(
+                    id(self), inputs.input_ids, inputs.pixel_values, settings, request
+                )
                 try:
                     for item in generation:
+                        if stop_requested.is_set() and on_zero_gpu():
+                            break  # the worker process cannot see the event; closing stops it
                         if isinstance(item, GenerationStats):
                             text_stream.stats = replace(item, stopped=stop_requested.is_set())
                         else:
@@ -403,45 +476,6 @@ class LocalBackend(Backend):
 
         text_stream.pieces = pieces()
         return text_stream
-
-    @gpu_function(duration=gpu_seconds)
-    def generate_on_gpu(self, inputs: PreparedInput, settings: GenerationSettings, request: int):
-        """Generate on the model's device: yields text increments ("" while busy), then the
-        figures. This is the one function that needs the GPU (on ZeroGPU it runs in a worker
-        process, so it takes plain data: a request number instead of the stop event)."""
-        stop = self._stop_events.get(request) or threading.Event()
-        streamer = TokenStreamer(self.tokenizer, self.hidden_ids)
-        input_ids = inputs.input_ids.to(self.device)
-        kwargs = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "pixel_values": None
-            if inputs.pixel_values is None
-            else inputs.pixel_values.to(self.device, self.dtype),
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([StopOnEvent(stop)]),
-            **self.generation_kwargs(settings, input_ids.shape[1]),
-        }
-        failure: list[BaseException] = []
-        worker = threading.Thread(
-            target=self._generate, args=(kwargs, streamer, failure), name="internvl-generate"
-        )
-        started = time.perf_counter()
-        worker.start()
-        try:
-            yield from drain(streamer.queue)
-        finally:
-            stop.set()
-            worker.join()
-        if failure:
-            raise failure[0]
-        first = streamer.first_token_at
-        yield GenerationStats(
-            new_tokens=streamer.new_tokens,
-            prompt_tokens=input_ids.shape[1],
-            time_to_first_token_s=None if first is None else first - started,
-            total_s=time.perf_counter() - started,
-        )
 
     def _generate(self, kwargs: dict, streamer: TokenStreamer, failure: list) -> None:
         try:

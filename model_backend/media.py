@@ -1,11 +1,12 @@
 """Media -> model-ready tiles, with caches so that later turns do not decode anything again.
 
-Files are identified by path, size and modification time: Gradio stores each upload under a
-folder named after its content, so a path names one content for the life of the server.
+Images are identified by their content (a digest of the bytes), videos by path, size and
+modification time (hashing gigabytes on every turn would cost more than it saves).
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -91,9 +92,18 @@ def image_size(path: str | Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def content_key(path: str | Path) -> str:
+    """A digest of the file's bytes: the same picture uploaded twice (a new path each time for
+    an API client) is recognised. For images only; videos are too large to hash on every turn."""
+    try:
+        return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+    except OSError as error:
+        raise InputError(f"The file {Path(path).name} could not be found.") from error
+
+
 def image_pixels(path: str, max_tiles: int, tile_size: int = TILE_SIZE) -> np.ndarray:
     """Tiles of one image file, (tiles, 3, tile, tile) float32."""
-    key = ("image", file_key(path), max_tiles, tile_size)
+    key = ("image", content_key(path), max_tiles, tile_size)
     return PIXEL_CACHE.get_or_make(
         key, lambda: image_to_pixel_values(load_image(path), max_tiles, tile_size=tile_size)
     )

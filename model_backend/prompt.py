@@ -48,9 +48,16 @@ STRUCTURAL_TOKENS = (
 
 
 def clean_text(text: str) -> str:
-    """Remove prompt-structure tokens from free text (user questions, earlier answers)."""
-    for token in STRUCTURAL_TOKENS:
-        text = text.replace(token, "")
+    """Remove prompt-structure tokens from free text (user questions, earlier answers).
+
+    Repeated until nothing changes: removing one token must not join the pieces of another
+    ("<ima<image>ge>").
+    """
+    previous = None
+    while text != previous:
+        previous = text
+        for token in STRUCTURAL_TOKENS:
+            text = text.replace(token, "")
     return text
 
 

@@ -34,7 +34,7 @@ from model_backend.base import (
 )
 from model_backend.errors import GenerationError, InputError, ModelLoadError
 from model_backend.images import load_image
-from model_backend.media import BoundedCache, file_key, sample_video
+from model_backend.media import BoundedCache, content_key, file_key, sample_video
 from model_backend.prompt import IMAGE_PLACEHOLDER, chat_messages, image_tile_budgets
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 ENGINES = ("vllm", "lmdeploy", "sglang", "generic")
 # Engines resize to at most 12-40 tiles of 448 pixels anyway; sending more only costs bandwidth.
 MAX_SENT_SIDE = 4096
-ENCODED_CACHE = BoundedCache(256 * 1024**2, len)
+ENCODED_CACHE = BoundedCache(
+    256 * 1024**2, lambda value: sum(map(len, value)) if isinstance(value, list) else len(value)
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,7 +70,7 @@ def image_file_url(path: str) -> str:
     """An uploaded image, upright (EXIF applied), as a data URL; encoded once per file."""
     lossless = Path(path).suffix.lower() in (".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
     return ENCODED_CACHE.get_or_make(
-        ("image", file_key(path)), lambda: data_url(load_image(path), lossless)
+        ("image", content_key(path)), lambda: data_url(load_image(path), lossless)
     )
 
 
@@ -96,27 +98,40 @@ def image_part(url: str, max_tiles: int, engine: str) -> dict:
     return {"type": "image_url", "image_url": image_url}
 
 
+# Where an engine wants the images: interleaved content parts (the OpenAI convention), or all
+# image parts first and a placeholder in the text at each image's place. vLLM (by default) and
+# LMDeploy do not keep interleaved parts in order for InternVL; both honour a placeholder that
+# is already in the text.
+PLACEHOLDERS = {"vllm": "<image>", "sglang": "<image>", "lmdeploy": "<IMAGE_TOKEN>"}
+
+
+def user_content(text: str, images: list[dict], engine: str) -> list[dict]:
+    """One user message's content: `text` holds an IMAGE_PLACEHOLDER at each image's place."""
+    placeholder = PLACEHOLDERS.get(engine)
+    if placeholder is not None:
+        return [*images, {"type": "text", "text": text.replace(IMAGE_PLACEHOLDER, placeholder)}]
+    content: list[dict] = []
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    for piece, image in zip(pieces, images, strict=False):
+        if piece:
+            content.append({"type": "text", "text": piece})
+        content.append(image)
+    if pieces[-1]:
+        content.append({"type": "text", "text": pieces[-1]})
+    return content
+
+
 def openai_messages(
     conversation: Conversation, settings: GenerationSettings, engine: str = "generic"
 ) -> list[dict]:
-    """The conversation in the chat-completions format: text and image parts interleaved
-    exactly where the prompt builder puts `<image>`, so numbering and prefixes are the same."""
+    """The conversation in the chat-completions format, with the images where the prompt
+    builder puts `<image>`, so numbering and `FrameK:` prefixes stay with their images."""
     messages = chat_messages(conversation)
     offset = len(messages) - len(conversation.turns)  # the system message, if any
     parts_by_turn = visual_parts(conversation, settings, engine)
     out = [{"role": role, "content": text} for role, text in messages[:offset]]
     for (role, text), images in zip(messages[offset:], parts_by_turn, strict=True):
-        if not images:
-            out.append({"role": role, "content": text})
-            continue
-        pieces = text.split(IMAGE_PLACEHOLDER)
-        content: list[dict] = []
-        for piece, image in zip(pieces, images, strict=False):
-            if piece:
-                content.append({"type": "text", "text": piece})
-            content.append(image)
-        if pieces[-1]:
-            content.append({"type": "text", "text": pieces[-1]})
+        content = user_content(text, images, engine) if images else text
         out.append({"role": role, "content": content})
     return out
 
@@ -155,6 +170,7 @@ class OpenAIBackend(Backend):
             raise ModelLoadError(f"--engine must be one of {', '.join(ENGINES)}, not {engine}.")
         self.endpoint = endpoint
         self.engine = engine
+        self.timeout_s = timeout_s
         self.client = openai.OpenAI(
             base_url=endpoint, api_key=api_key or "EMPTY", timeout=timeout_s, max_retries=0
         )
@@ -173,8 +189,8 @@ class OpenAIBackend(Backend):
 
     def served_models(self) -> list[str]:
         """What the engine serves (`/v1/models`)."""
-        try:
-            return [model.id for model in self.client.models.list()]
+        try:  # a short wait: this runs at start-up, and a healthy engine answers at once
+            return [model.id for model in self.client.with_options(timeout=15).models.list()]
         except openai.APIError as error:
             raise self.explain(error) from error
 
@@ -224,9 +240,10 @@ class OpenAIBackend(Backend):
         stop_requested = threading.Event()  # the user pressed Stop
         closing = threading.Event()  # the HTTP stream is being closed (Stop, or the consumer left)
         failure: list[Exception] = []
-        response: list = []  # the open HTTP stream, once there is one
         counts = {"chunks": 0, "first": None}
         started = time.perf_counter()
+        opened = threading.Event()  # the engine has answered (its response headers arrived)
+        response: list = []
 
         def close_http() -> None:
             closing.set()
@@ -238,7 +255,8 @@ class OpenAIBackend(Backend):
             try:
                 stream = self.client.chat.completions.create(**request)
                 response.append(stream)
-                if closing.is_set():
+                opened.set()
+                if closing.is_set():  # stopped while the engine had not answered yet
                     stream.close()
                 for chunk in stream:
                     text = chunk.choices[0].delta.content if chunk.choices else None
@@ -263,11 +281,17 @@ class OpenAIBackend(Backend):
         def generate():
             worker.start()
             try:
-                yield from drain(pieces)
+                for piece in drain(pieces):
+                    if closing.is_set() and not opened.is_set():
+                        break  # stopped before the engine answered: no need to wait for it
+                    yield piece
             finally:
-                if worker.is_alive():
-                    close_http()
-                worker.join()
+                close_http()
+                # Once the engine has answered, closing the stream ends the reader at once. Before
+                # that, a blocked request cannot be interrupted from here: the reader closes it
+                # itself the moment the engine answers, and Stop does not wait for that.
+                if opened.is_set():
+                    worker.join()
                 first = counts["first"]
                 # Engines stream about one token per chunk; the count is of chunks.
                 text_stream.stats = GenerationStats(

@@ -13,6 +13,8 @@ reference pipeline (PIL resize, ToTensor, Normalize) to float precision.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from PIL import Image
 
@@ -92,13 +94,22 @@ def tile_image(
     return tiles
 
 
-def normalize(pixels: np.ndarray) -> np.ndarray:
-    """uint8 HxWx3 -> float32 3xHxW, scaled to [0, 1] and ImageNet-normalised."""
-    scale = np.asarray(IMAGENET_STD, dtype=np.float32) * 255.0
-    offset = np.asarray(IMAGENET_MEAN, dtype=np.float32) / np.asarray(IMAGENET_STD, np.float32)
-    # (x / 255 - mean) / std == x / (255 * std) - mean / std: one multiply-add per pixel.
-    out = pixels.astype(np.float32) / scale - offset
-    return np.ascontiguousarray(out.transpose(2, 0, 1))
+# (x / 255 - mean) / std == x * scale - offset: one multiply and one subtract, in place.
+_SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD, np.float32))).reshape(1, 3, 1, 1)
+_OFFSET = (np.asarray(IMAGENET_MEAN, np.float32) / np.asarray(IMAGENET_STD, np.float32)).reshape(
+    1, 3, 1, 1
+)
+# The thumbnail is resized in this thread while the caller resizes the grid: Pillow releases the
+# GIL while resampling, so the two run on two cores with exactly the same pixels.
+_THUMBNAILS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnail")
+
+
+def normalize(tiles: np.ndarray) -> np.ndarray:
+    """uint8 (n, 3, H, W) -> float32 (n, 3, H, W) scaled to [0, 1] and ImageNet-normalised."""
+    out = tiles.astype(np.float32)
+    out *= _SCALE
+    out -= _OFFSET
+    return out
 
 
 def image_to_pixel_values(
@@ -109,15 +120,20 @@ def image_to_pixel_values(
 ) -> np.ndarray:
     """Model-ready pixel values for one RGB image: float32 array (tiles, 3, tile, tile).
 
-    Resizes once for the grid, normalises the whole resized image in one pass and cuts the
-    tiles out of the array (cheaper than normalising tile by tile; the values are the same).
+    The same pixels as the reference (resize, crop, per-tile ToTensor/Normalize), computed with
+    one resize of the grid, the thumbnail resized alongside it, and the tiles cut out of the
+    uint8 array before a single vectorised normalisation.
     """
     cols, rows = choose_grid(image.width, image.height, max_tiles, tile_size=tile_size)
-    resized = image.resize((cols * tile_size, rows * tile_size), Image.Resampling.BICUBIC)
-    grid = normalize(np.asarray(resized))  # 3 x (rows*tile) x (cols*tile)
-    tiles = grid.reshape(3, rows, tile_size, cols, tile_size).transpose(1, 3, 0, 2, 4)
+    with_thumbnail = use_thumbnail and rows * cols > 1
+    size = (tile_size, tile_size)
+    thumbnail = (
+        _THUMBNAILS.submit(image.resize, size, Image.Resampling.BICUBIC) if with_thumbnail else None
+    )
+    grid = np.asarray(image.resize((cols * tile_size, rows * tile_size), Image.Resampling.BICUBIC))
+    tiles = grid.reshape(rows, tile_size, cols, tile_size, 3).transpose(0, 2, 4, 1, 3)
     tiles = tiles.reshape(rows * cols, 3, tile_size, tile_size)
-    if use_thumbnail and rows * cols > 1:
-        thumbnail = image.resize((tile_size, tile_size), Image.Resampling.BICUBIC)
-        tiles = np.concatenate([tiles, normalize(np.asarray(thumbnail))[None]], axis=0)
-    return np.ascontiguousarray(tiles)
+    if thumbnail is not None:
+        small = np.asarray(thumbnail.result()).transpose(2, 0, 1)[None]
+        tiles = np.concatenate([tiles, small], axis=0)
+    return normalize(tiles)

@@ -44,7 +44,7 @@ def test_only_the_documented_endpoints_are_public(client):
 
 def test_image_chat_streams_the_answer_so_far(client):
     job = client.submit(
-        handle_file(CAT), "What is this?", max_new_tokens=64, api_name="/image_chat"
+        handle_file(CAT), "What is this?", max_new_tokens=512, api_name="/image_chat"
     )
     partials = [text for text in job if text]
     assert len(partials) > 3

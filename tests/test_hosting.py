@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -15,8 +16,10 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AuthenticationError
 
 import app
-from model_backend.base import GenerationSettings
-from model_backend.local import LocalBackend, PreparedInput, gpu_seconds
+import model_backend.local as local
+from model_backend.base import Conversation, GenerationSettings, Turn
+from model_backend.local import gpu_seconds
+from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from tests.conftest import EXAMPLES, REPO, wait_until
 
 
@@ -28,20 +31,39 @@ def test_zero_gpu_wraps_the_one_generating_function_and_is_a_no_op_here(monkeypa
         yield x
 
     assert spaces.GPU(duration=lambda x: 5)(generator) is generator  # no-op off Spaces
-    function = LocalBackend.generate_on_gpu
-    assert function.gpu_duration is gpu_seconds  # the wrapper is in place
-    assert inspect.isgeneratorfunction(function)  # ZeroGPU takes sync generators
+    assert local.generate_on_gpu.gpu_duration is gpu_seconds  # the wrapper is in place
+    assert inspect.isgeneratorfunction(local.generate_on_gpu)  # ZeroGPU takes sync generators
+    # spaces calls duration(*args) with the function's own arguments.
+    parameters = inspect.signature(local.generate_on_gpu).parameters
+    assert list(inspect.signature(gpu_seconds).parameters) == list(parameters)
 
 
-def test_every_endpoint_generates_through_the_gpu_function(client, backend, monkeypatch):
+def test_the_gpu_function_takes_only_picklable_arguments(backend, monkeypatch):
+    """On ZeroGPU the arguments travel to a worker process by pickle."""
+    seen = []
+    real = local.generate_on_gpu
+
+    def recording(*args):
+        seen.append(pickle.dumps(args))
+        yield from real(*args)
+
+    monkeypatch.setattr(local, "generate_on_gpu", recording)
+    conversation = Conversation(
+        (Turn("user", "Q?", (str(EXAMPLES / "cat.jpg"),)),), DEFAULT_SYSTEM_PROMPT
+    )
+    assert "".join(backend.stream(conversation, GenerationSettings(max_new_tokens=4)))
+    assert len(seen) == 1
+
+
+def test_every_endpoint_generates_through_the_gpu_function(client, monkeypatch):
     calls = []
-    real = LocalBackend.generate_on_gpu
+    real = local.generate_on_gpu
 
-    def counting(self, *args):
+    def counting(*args):
         calls.append(args)
-        yield from real(self, *args)
+        yield from real(*args)
 
-    monkeypatch.setattr(LocalBackend, "generate_on_gpu", counting)
+    monkeypatch.setattr(local, "generate_on_gpu", counting)
     image, video = (
         handle_file(str(EXAMPLES / "cat.jpg")),
         handle_file(str(EXAMPLES / "bouncing_ball.mp4")),
@@ -58,11 +80,11 @@ def test_every_endpoint_generates_through_the_gpu_function(client, backend, monk
 def test_gpu_time_grows_with_tiles_and_tokens():
     import torch
 
-    small = PreparedInput(torch.zeros(1, 10), None, [])
-    large = PreparedInput(torch.zeros(1, 10), torch.zeros(64, 3, 4, 4), [])
+    ids = torch.zeros(1, 10)
     quick, long = GenerationSettings(max_new_tokens=64), GenerationSettings(max_new_tokens=4096)
-    assert 20 <= gpu_seconds(None, small, quick) < gpu_seconds(None, large, quick)
-    assert gpu_seconds(None, small, quick) < gpu_seconds(None, small, long) <= 180
+    small = gpu_seconds(0, ids, None, quick, 0)
+    assert 20 <= small < gpu_seconds(0, ids, torch.zeros(64, 3, 4, 4), quick, 0)
+    assert small < gpu_seconds(0, ids, None, long, 0) <= 180
 
 
 def test_flags_and_environment(monkeypatch):

@@ -105,3 +105,13 @@ def test_reasoning_answers_show_the_steps_collapsible_and_the_final_answer_in_bo
     # Without reasoning, an answer is one plain message.
     (plain,) = answer_messages(text, None, reasoning=False)
     assert plain["content"] == text
+
+
+def test_grounding_gives_back_what_was_typed_not_the_prompt():
+    from interface.chat import typed
+    from interface.grounding_chat import collect_grounding_turn
+
+    turn = collect_grounding_turn({"text": "the cup"}, [], "/up/coffee.jpg", "find")
+    assert turn["text"].endswith("<ref>the cup</ref>")  # what the model is asked
+    assert typed(turn) == "the cup"  # what Undo or a failed request puts back in the box
+    assert typed(user_turn("plain question")) == "plain question"

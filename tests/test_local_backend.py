@@ -219,3 +219,26 @@ def test_app_exits_2_with_one_paragraph_when_the_model_cannot_be_fetched(tmp_pat
     assert "--model PATH" in message
     assert "python -m model_backend.tiny" in message
     assert len(message.split("\n\n")) == 1  # one paragraph
+
+
+def test_switching_models_frees_the_old_one_and_survives_a_bad_choice(tiny_checkpoint, tmp_path):
+    from model_backend.tiny import write_tiny_checkpoint
+
+    other = write_tiny_checkpoint(tmp_path / "other", seed=1)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "internvl"}))
+    backend = LocalBackend(
+        str(tiny_checkpoint), device="cpu", models=[str(tiny_checkpoint), str(other), str(broken)]
+    )
+    settings = GenerationSettings(max_new_tokens=8, temperature=0)
+    first = "".join(backend.stream(ask(), settings))
+    backend.select_model(str(other))
+    assert backend.info.model == str(other)
+    assert "".join(backend.stream(ask(), settings)) != first  # other weights, other answer
+    with pytest.raises(InputError, match=r"could not be loaded.*Still answering with"):
+        backend.select_model(str(broken))
+    assert backend.info.model == str(other)
+    assert "".join(backend.stream(ask(), settings))  # still serving
+    with pytest.raises(InputError, match="not one of this demo's models"):
+        backend.select_model("someone/else")

@@ -92,7 +92,7 @@ def test_multi_image_chat_streams_with_numbered_images(client, seen):
     job = client.submit(
         images=[handle_file(path) for path in IMAGES],
         question="Compare Image-1 and Image-3.",
-        max_new_tokens=48,
+        max_new_tokens=512,
         api_name="/multi_image_chat",
     )
     partials = [text for text in job if text]
@@ -123,7 +123,7 @@ def test_video_chat_streams(client, clip_path, seen):
         start=0.2,
         end=1.8,
         tiles_per_frame=2,
-        max_new_tokens=48,
+        max_new_tokens=512,
         api_name="/video_chat",
     )
     partials = [text for text in job if text]

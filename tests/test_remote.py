@@ -110,16 +110,29 @@ def test_messages_interleave_numbered_images_like_the_prompt_builder():
         ),
         "System.",
     )
-    messages = openai_messages(conversation, GenerationSettings(max_tiles=12), "lmdeploy")
+    messages = openai_messages(conversation, GenerationSettings(max_tiles=12), "generic")
     assert messages[0] == {"role": "system", "content": "System."}
     parts = messages[1]["content"]
     assert [p["type"] for p in parts] == ["text", "image_url", "text", "image_url", "text"]
     assert parts[0]["text"] == "Image-1: " and parts[2]["text"] == "\nImage-2: "
     assert parts[4]["text"] == "\nCompare."
     assert parts[1]["image_url"]["url"].startswith("data:image/jpeg;base64,")
-    assert parts[1]["image_url"]["max_dynamic_patch"] == 6  # LMDeploy: per image (12 // 2)
     assert messages[2] == {"role": "assistant", "content": "Both warm."}
     assert messages[3] == {"role": "user", "content": "And now?"}
+
+
+@pytest.mark.parametrize(
+    ("engine", "placeholder"), [("vllm", "<image>"), ("lmdeploy", "<IMAGE_TOKEN>")]
+)
+def test_engines_get_images_first_and_a_placeholder_at_each_place(engine, placeholder):
+    """vLLM and LMDeploy do not keep interleaved parts in order for InternVL; a placeholder
+    already in the text keeps each image after its label."""
+    conversation = ask("Compare.", images=(CAT, COFFEE))
+    parts = openai_messages(conversation, GenerationSettings(max_tiles=12), engine)[1]["content"]
+    assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
+    assert parts[2]["text"] == f"Image-1: {placeholder}\nImage-2: {placeholder}\nCompare."
+    if engine == "lmdeploy":  # LMDeploy: a tile limit per image (12 // 2)
+        assert all(p["image_url"]["max_dynamic_patch"] == 6 for p in parts[:2])
 
 
 def test_tile_limits_follow_each_engine():
@@ -140,7 +153,8 @@ def test_video_goes_as_sampled_frames_with_frame_prefixes(clip):
     conversation = Conversation((Turn("user", "What happens?", video=video),))
     parts = openai_messages(conversation, GenerationSettings(), "lmdeploy")[0]["content"]
     texts = [p["text"] for p in parts if p["type"] == "text"]
-    assert texts == ["Frame1: ", "\nFrame2: ", "\nFrame3: ", "\nFrame4: ", "\nWhat happens?"]
+    frames = "".join(f"Frame{k}: <IMAGE_TOKEN>\n" for k in range(1, 5))
+    assert texts == [frames + "What happens?"]
     images = [p["image_url"] for p in parts if p["type"] == "image_url"]
     assert len(images) == 4 and all(i["max_dynamic_patch"] == 2 for i in images)
 
@@ -196,7 +210,7 @@ def test_every_tab_streams_through_the_app_on_the_remote_backend(remote, clip, g
             "/grounding": {"image": handle_file(COFFEE), "query": "the cup", "mode": "find"},
         }
         for api_name, arguments in calls.items():
-            job = client.submit(**arguments, max_new_tokens=32, api_name=api_name)
+            job = client.submit(**arguments, max_new_tokens=512, api_name=api_name)
             outputs = list(job)
             assert len(outputs) > 3, api_name
         client.close()
@@ -229,3 +243,39 @@ def test_no_engine_at_start_is_a_clear_error():
 
     with pytest.raises(ModelLoadError, match=r"Cannot reach the engine.*--served-model"):
         OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1")
+
+
+def test_stop_works_before_the_engine_answers():
+    """An engine that accepts the connection and says nothing (a long queue, a big prefill)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    accepted = []
+
+    def engine() -> None:
+        models, _ = listener.accept()  # GET /v1/models gets its answer...
+        models.recv(65536)
+        body = b'{"object": "list", "data": [{"id": "silent", "object": "model"}]}'
+        models.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n"
+            + body
+        )
+        models.close()
+        accepted.append(listener.accept())  # ...the chat request gets none
+
+    threading.Thread(target=engine, daemon=True).start()
+    remote = OpenAIBackend(f"http://127.0.0.1:{port}/v1", timeout_s=120)
+    assert remote.models == ["silent"]
+    stream = remote.stream(ask(), GenerationSettings(max_new_tokens=8))
+    assert next(iter(stream)) == ""  # a keep-alive: nothing has come yet
+    assert wait_until(lambda: accepted, timeout=10)
+    stream.cancel()
+    assert list(stream) == []  # ends now, not after the 120 s timeout
+    assert stream.stats.stopped
+    connection, _ = accepted[0]
+    connection.close()  # the engine finally answers (here: hangs up); the reader ends with it
+    assert wait_until(lambda: "internvl-remote" not in [t.name for t in threading.enumerate()])
+    listener.close()

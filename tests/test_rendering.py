@@ -38,3 +38,15 @@ def test_no_grounding_tag_survives_rendering_of_garbage():
         rendered = render_answer(garbage[:end])
         for tag in ("<ref>", "</ref>", "<box>", "</box>", "<quad>"):
             assert tag not in rendered
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        ("See ![pixel](http://tracker.example/p.png)", "See [pixel](http://tracker.example/p.png)"),
+        ('<img src="http://tracker.example/p.png">', '&lt;img src="http://tracker.example/p.png">'),
+        ("<IMG SRC=x onerror=alert(1)>", "&lt;IMG SRC=x onerror=alert(1)>"),
+    ],
+)
+def test_model_output_cannot_make_the_browser_load_images(answer, shown):
+    assert render_answer(answer) == shown

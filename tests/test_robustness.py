@@ -99,3 +99,10 @@ def test_settings_out_of_range_are_refused(client):
         client.predict(
             image=handle_file(CAT), question="Q?", max_new_tokens=0, api_name="/image_chat"
         )
+
+
+def test_a_null_number_is_a_clean_error(client):
+    with pytest.raises(AppError, match="Invalid parameter"):
+        client.predict(
+            image=handle_file(CAT), question="Q?", max_new_tokens=None, api_name="/image_chat"
+        )

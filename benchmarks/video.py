@@ -1,0 +1,126 @@
+"""2. Video sampling: the project's seek-and-decode reader against decoding every frame.
+
+Inputs are generated here (H.264, 1280x720, 25 fps): a 10-minute file and a 1-minute one, to
+show that time and memory do not grow with the length. Each measurement runs in a fresh
+process so that its peak memory (RSS) is its own.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import av
+import numpy as np
+
+from benchmarks.common import CACHE, peak_rss_mib, table
+
+FPS, WIDTH, HEIGHT = 25, 1280, 720
+
+PROJECT = """
+import sys, time
+from model_backend.video import read_frames
+start = time.perf_counter()
+frames, times = read_frames(sys.argv[1], int(sys.argv[2]))
+print(time.perf_counter() - start, len(frames))
+"""
+
+DECODE_ALL = """
+import sys, time, av
+from model_backend.video import probe_video, sample_frame_indices
+start = time.perf_counter()
+info = probe_video(sys.argv[1])
+wanted = set(sample_frame_indices(info.total_frames, info.fps, int(sys.argv[2])))
+frames = []
+with av.open(sys.argv[1]) as container:
+    for index, frame in enumerate(container.decode(video=0)):
+        if index in wanted:
+            frames.append(frame.to_image())
+print(time.perf_counter() - start, len(frames))
+"""
+
+DECORD = """
+import sys, time
+from decord import VideoReader, cpu
+from PIL import Image
+from model_backend.video import sample_frame_indices
+start = time.perf_counter()
+reader = VideoReader(sys.argv[1], ctx=cpu(0), num_threads=1)
+indices = sample_frame_indices(len(reader), reader.get_avg_fps(), int(sys.argv[2]))
+frames = [Image.fromarray(f) for f in reader.get_batch(indices).asnumpy()]
+print(time.perf_counter() - start, len(frames))
+"""
+
+
+def make_video(minutes: int) -> str:
+    """An H.264 720p file with moving content (cached between runs)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"video-{minutes}min-720p.mp4"
+    if path.exists():
+        return str(path)
+    partial = path.with_suffix(".partial.mp4")
+    base = np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH + 400, 3), dtype=np.uint8)
+    with av.open(str(partial), "w") as container:
+        stream = container.add_stream(
+            "libx264", rate=FPS, options={"preset": "ultrafast", "g": "250"}
+        )
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for index in range(minutes * 60 * FPS):
+            shift = index % 400
+            frame = av.VideoFrame.from_ndarray(base[:, shift : shift + WIDTH], format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    partial.rename(path)
+    return str(path)
+
+
+def measure(code: str, path: str, frames: int, runs: int) -> tuple[float, float]:
+    """Median seconds and the largest peak RSS (MiB) over `runs` fresh processes."""
+    seconds, peaks = [], []
+    for _ in range(runs):
+        peak, output = peak_rss_mib(code, path, str(frames))
+        seconds.append(float(output.split()[0]))
+        peaks.append(peak)
+    return float(np.median(seconds)), max(peaks)
+
+
+def run(runs: int = 3) -> str:
+    started = time.perf_counter()
+    long_video, short_video = make_video(10), make_video(1)
+    generated = time.perf_counter() - started
+    decord = importlib.util.find_spec("decord") is not None
+    rows = [
+        [
+            "video",
+            "frames",
+            "project s",
+            "project peak MiB",
+            "decode-all s",
+            "decode-all peak MiB",
+            "speed-up",
+            "decord s" if decord else "decord",
+        ]
+    ]
+    for name, path in (("10 min 720p", long_video), ("1 min 720p", short_video)):
+        for frames in (16, 32):
+            ours, our_peak = measure(PROJECT, path, frames, runs)
+            everything, all_peak = measure(DECODE_ALL, path, frames, 1)  # minutes per run
+            other = f"{measure(DECORD, path, frames, runs)[0]:.2f}" if decord else "not installed"
+            rows.append(
+                [
+                    name,
+                    str(frames),
+                    f"{ours:.2f}",
+                    f"{our_peak:.0f}",
+                    f"{everything:.1f}",
+                    f"{all_peak:.0f}",
+                    f"{everything / ours:.0f}x",
+                    other,
+                ]
+            )
+    note = f"(inputs generated in {generated:.0f} s, cached in benchmarks/.cache)"
+    return f"### 2. Video sampling, PyAV, CPU {note}\n\n" + table(rows)
+
+
+if __name__ == "__main__":
+    print(run())
