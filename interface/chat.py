@@ -242,6 +242,7 @@ class ChatPanel:
             )
 
         def clear():
+            self.backend.clear_cache()
             hide = gr.DownloadButton(visible=False)
             return [], [], None, hide, hide, *clear_media()
 

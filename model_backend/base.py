@@ -136,6 +136,7 @@ class GenerationStats:
     time_to_first_token_s: float | None
     total_s: float
     stopped: bool = False
+    reused_tokens: int = 0  # prompt tokens whose KV cache came from the previous answer
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -234,6 +235,9 @@ class Backend(ABC):
         """Start answering; raise InputError for input the model cannot take."""
 
     tokens_per_tile: int = 256
+
+    def clear_cache(self) -> None:  # noqa: B027 - most backends keep nothing
+        """Forget what is kept between answers to speed up follow-ups (on Clear)."""
 
     def select_model(self, model: str) -> None:
         """Answer with `model` from now on (one of `models`)."""

@@ -40,7 +40,7 @@ from model_backend.base import (
     drain,
 )
 from model_backend.errors import GenerationError, InputError, ModelLoadError
-from model_backend.media import frame_pixels, image_pixels
+from model_backend.media import content_key, file_key, frame_pixels, image_pixels
 from model_backend.prompt import build_prompt, drop_oldest_visual_turn, image_tile_budgets
 from model_backend.tiny import RANDOM_WEIGHTS_MARKER
 from model_backend.zerogpu import gpu_function, on_zero_gpu
@@ -150,6 +150,7 @@ class StopOnEvent(StoppingCriteria):
 
 
 MAX_HELD_TOKENS = 4
+MIN_REUSED_TOKENS = 16  # below this, reusing a cache saves nothing worth its bookkeeping
 
 
 class TokenStreamer(BaseStreamer):
@@ -210,6 +211,7 @@ class PreparedInput:
     input_ids: torch.Tensor
     pixel_values: torch.Tensor | None
     notices: list[str]
+    pixels_key: str = ""  # names the images/frames behind pixel_values (see visual_tiles)
 
 
 # Backends of this process by id: the GPU function receives an id, not the backend itself,
@@ -221,6 +223,7 @@ def gpu_seconds(
     backend_id: int,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None,
+    pixels_key: str,
     settings: GenerationSettings,
     request: int,
 ) -> int:
@@ -235,6 +238,7 @@ def generate_on_gpu(
     backend_id: int,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None,
+    pixels_key: str,
     settings: GenerationSettings,
     request: int,
 ):
@@ -244,20 +248,24 @@ def generate_on_gpu(
     backend = _BACKENDS[backend_id]
     stop = backend._stop_events.get(request) or threading.Event()
     streamer = TokenStreamer(backend.tokenizer, backend.hidden_ids)
+    cache, reused = backend.prefix_cache(input_ids[0].tolist(), pixels_key)
     input_ids = input_ids.to(backend.device)
     kwargs = {
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
-        "pixel_values": None
-        if pixel_values is None
-        else pixel_values.to(backend.device, backend.dtype),
+        "cache": cache,
+        "return_dict_in_generate": True,
         "streamer": streamer,
         "stopping_criteria": StoppingCriteriaList([StopOnEvent(stop)]),
         **backend.generation_kwargs(settings, input_ids.shape[1]),
     }
-    failure: list[BaseException] = []
+    # With a reused cache the images are already in it (prefix_cache makes sure). The key is
+    # left out rather than set to None: generate would still try to encode "the images".
+    if pixel_values is not None and cache is None:
+        kwargs["pixel_values"] = pixel_values.to(backend.device, backend.dtype)
+    result: list = []  # [generate's output] or [the exception it raised]
     worker = threading.Thread(
-        target=backend._generate, args=(kwargs, streamer, failure), name="internvl-generate"
+        target=backend._generate, args=(kwargs, streamer, result), name="internvl-generate"
     )
     started = time.perf_counter()
     worker.start()
@@ -266,14 +274,16 @@ def generate_on_gpu(
     finally:
         stop.set()
         worker.join()
-    if failure:
-        raise failure[0]
+    if result and isinstance(result[0], BaseException):
+        raise result[0]
+    backend.keep_cache(result[0], pixels_key)
     first = streamer.first_token_at
     yield GenerationStats(
         new_tokens=streamer.new_tokens,
         prompt_tokens=input_ids.shape[1],
         time_to_first_token_s=None if first is None else first - started,
         total_s=time.perf_counter() - started,
+        reused_tokens=reused,
     )
 
 
@@ -302,6 +312,7 @@ class LocalBackend(Backend):
         self._lock = threading.Lock()  # one generation (or model swap) at a time
         self._request_ids = itertools.count()
         self._stop_events: dict[int, threading.Event] = {}
+        self._kv = None  # (token ids, KV cache) of the last answer, for follow-ups
         _BACKENDS[id(self)] = self
         self.load(model)
 
@@ -339,6 +350,7 @@ class LocalBackend(Backend):
         )
 
     def unload(self) -> None:
+        self._kv = None
         if getattr(self, "model", None) is None:
             return
         self.model = None
@@ -369,15 +381,24 @@ class LocalBackend(Backend):
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def visual_tiles(self, conversation: Conversation, max_tiles: int) -> list[np.ndarray]:
-        """Tiles of every image and video frame, in prompt order (cached across turns)."""
+    def visual_tiles(
+        self, conversation: Conversation, max_tiles: int
+    ) -> tuple[list[np.ndarray], str]:
+        """Tiles of every image and video frame, in prompt order (cached across turns), and a
+        key that names exactly those pixels (token ids alone do not: every image token is the
+        same id)."""
         budgets = iter(image_tile_budgets(conversation, max_tiles))
         tiles: list[np.ndarray] = []
+        names: list = []
         for turn in conversation.turns:
-            tiles += [image_pixels(path, next(budgets), self.tile_size) for path in turn.images]
+            for path in turn.images:
+                budget = next(budgets)
+                tiles.append(image_pixels(path, budget, self.tile_size))
+                names.append((content_key(path), budget))
             if turn.video:
                 tiles += frame_pixels(turn.video, self.tile_size)
-        return tiles
+                names.append((file_key(turn.video.path), turn.video))
+        return tiles, repr(names)
 
     def prepare(self, conversation: Conversation, settings: GenerationSettings) -> PreparedInput:
         """Images -> tiles -> prompt -> token ids (on the CPU). Raises InputError for unusable
@@ -387,7 +408,7 @@ class LocalBackend(Backend):
         settings.check()
         dropped = 0
         while True:
-            tiles = self.visual_tiles(conversation, settings.max_tiles)
+            tiles, pixels_key = self.visual_tiles(conversation, settings.max_tiles)
             prompt = build_prompt(conversation, [len(t) for t in tiles], self.tokens_per_tile)
             input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
             if input_ids.shape[1] + settings.max_new_tokens <= self.context_length:
@@ -412,7 +433,7 @@ class LocalBackend(Backend):
                 f"of this answer."
             )
         pixel_values = torch.from_numpy(np.concatenate(tiles)) if tiles else None
-        return PreparedInput(input_ids, pixel_values, notices)
+        return PreparedInput(input_ids, pixel_values, notices, pixels_key)
 
     def generation_kwargs(self, settings: GenerationSettings, prompt_tokens: int) -> dict:
         kwargs = {
@@ -451,7 +472,12 @@ class LocalBackend(Backend):
             seen = 0
             with self._lock:
                 generation = generate_on_gpu(
-                    id(self), inputs.input_ids, inputs.pixel_values, settings, request
+                    id(self),
+                    inputs.input_ids,
+                    inputs.pixel_values,
+                    inputs.pixels_key,
+                    settings,
+                    request,
                 )
                 try:
                     for item in generation:
@@ -477,13 +503,53 @@ class LocalBackend(Backend):
         text_stream.pieces = pieces()
         return text_stream
 
-    def _generate(self, kwargs: dict, streamer: TokenStreamer, failure: list) -> None:
+    # -- reusing the previous answer's KV cache ------------------------------------------------
+
+    def prefix_cache(self, ids: list[int], pixels_key: str):
+        """(cache, reused tokens) for a prompt that starts like the last one, else (None, 0).
+
+        A follow-up question repeats the whole conversation, images included: the KV cache of
+        the previous answer already holds it. The cache is cut to the common prefix; it is only
+        used when that prefix covers every image token (generate feeds the images only at the
+        start), and it is taken, not copied (generation extends it in place).
+        """
+        kept, self._kv = self._kv, None
+        if kept is None:
+            return None, 0
+        cached_ids, cached_pixels, cache = kept
+        if cached_pixels != pixels_key:  # other images (or sampled differently): start afresh
+            return None, 0
+        common = 0
+        for a, b in zip(cached_ids, ids, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)  # at least one token must go through the model
+        image_id = self.model.config.image_token_id
+        last_image = max((i for i, t in enumerate(ids) if t == image_id), default=-1)
+        if common <= last_image or common < MIN_REUSED_TOKENS:
+            return None, 0
+        cache.crop(common - cache.get_seq_length())
+        return cache, common
+
+    def keep_cache(self, output, pixels_key: str) -> None:
+        """Remember the finished answer's cache, the tokens it holds and their images."""
+        cache = getattr(output, "cache", None)
+        if cache is None:
+            return
+        held = cache.get_seq_length()
+        self._kv = (output.sequences[0][:held].tolist(), pixels_key, cache)
+
+    def clear_cache(self) -> None:
+        self._kv = None
+
+    def _generate(self, kwargs: dict, streamer: TokenStreamer, result: list) -> None:
         try:
             with torch.inference_mode():
-                self.model.generate(**kwargs)
+                result.append(self.model.generate(**kwargs))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
-            failure.append(
+            result.append(
                 GenerationError(
                     "The GPU ran out of memory for this request. Lower 'Max tiles' (or the number "
                     "of images or frames), or start a new conversation, and try again."
@@ -491,6 +557,6 @@ class LocalBackend(Backend):
             )
         except BaseException as error:  # handed to the consumer thread, which re-raises it
             log.exception("generation failed")
-            failure.append(error)
+            result.append(error)
         finally:
             streamer.queue.put(END)

@@ -82,9 +82,9 @@ def test_gpu_time_grows_with_tiles_and_tokens():
 
     ids = torch.zeros(1, 10)
     quick, long = GenerationSettings(max_new_tokens=64), GenerationSettings(max_new_tokens=4096)
-    small = gpu_seconds(0, ids, None, quick, 0)
-    assert 20 <= small < gpu_seconds(0, ids, torch.zeros(64, 3, 4, 4), quick, 0)
-    assert small < gpu_seconds(0, ids, None, long, 0) <= 180
+    small = gpu_seconds(0, ids, None, "", quick, 0)
+    assert 20 <= small < gpu_seconds(0, ids, torch.zeros(64, 3, 4, 4), "", quick, 0)
+    assert small < gpu_seconds(0, ids, None, "", long, 0) <= 180
 
 
 def test_flags_and_environment(monkeypatch):

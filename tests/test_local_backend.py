@@ -71,6 +71,7 @@ def test_settings_reach_generate(backend, monkeypatch):
         return real_generate(**kwargs)
 
     monkeypatch.setattr(backend.model, "generate", spy)
+    backend.clear_cache()  # a fresh prompt: the images go in as pixels
     settings = GenerationSettings(
         temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.3, max_new_tokens=9, max_tiles=2
     )
@@ -242,3 +243,35 @@ def test_switching_models_frees_the_old_one_and_survives_a_bad_choice(tiny_check
     assert "".join(backend.stream(ask(), settings))  # still serving
     with pytest.raises(InputError, match="not one of this demo's models"):
         backend.select_model("someone/else")
+
+
+def test_a_follow_up_reuses_the_previous_answers_cache_with_the_same_answer(backend):
+    """The image tokens of turn 1 are not computed again for turn 2; greedy answers are the
+    same as without reuse."""
+    settings = GenerationSettings(max_new_tokens=24, temperature=0)
+    backend.clear_cache()
+    first = backend.stream(ask(), settings)
+    answer = "".join(first)
+    assert first.stats.reused_tokens == 0
+    follow_up = Conversation(
+        (*ask().turns, Turn("assistant", answer), Turn("user", "And the colours?")),
+        DEFAULT_SYSTEM_PROMPT,
+    )
+    reused = backend.stream(follow_up, settings)
+    with_reuse = "".join(reused)
+    images = 7 * backend.tokens_per_tile
+    assert reused.stats.reused_tokens > images  # the whole first turn, images included
+    backend.clear_cache()
+    fresh = backend.stream(follow_up, settings)
+    assert "".join(fresh) == with_reuse
+    assert fresh.stats.reused_tokens == 0
+
+
+def test_no_reuse_when_the_images_differ(backend):
+    settings = GenerationSettings(max_new_tokens=8, temperature=0)
+    backend.clear_cache()
+    list(backend.stream(ask(), settings))
+    other = backend.stream(ask(images=(str(EXAMPLES / "coffee.jpg"),)), settings)
+    assert "".join(other)
+    # Same tile count, so the same token ids: only the pixels tell the two images apart.
+    assert other.stats.reused_tokens == 0
