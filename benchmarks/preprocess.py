@@ -79,7 +79,7 @@ def make_inputs() -> dict[str, str]:
 def stages(path: str, runs: int) -> dict[str, float]:
     """The project's time split: decode (+ upright RGB), resize + crop, normalise."""
     image = load_image(path)
-    tiles = np.stack([np.asarray(t).transpose(2, 0, 1) for t in reference_tiles(image)])
+    tiles = np.ascontiguousarray([np.asarray(t).transpose(2, 0, 1) for t in reference_tiles(image)])
     decode = median_seconds(lambda: load_image(path), runs)
     normalise = median_seconds(lambda: normalize(tiles), runs)
     whole = median_seconds(lambda: image_to_pixel_values(image, 12), runs)

@@ -59,7 +59,12 @@ def make_video(minutes: int) -> str:
     if path.exists():
         return str(path)
     partial = path.with_suffix(".partial.mp4")
-    base = np.random.default_rng(0).integers(0, 255, (HEIGHT, WIDTH + 400, 3), dtype=np.uint8)
+    # Smooth, panning content: compresses like real footage (noise would make gigabytes).
+    y, x = np.mgrid[0:HEIGHT, 0 : WIDTH + 400].astype(np.float32)
+    base = np.stack(
+        [127 + 100 * np.sin(x / 97), 127 + 100 * np.cos(y / 53), 127 + 100 * np.sin((x + y) / 71)],
+        axis=2,
+    ).astype(np.uint8)
     with av.open(str(partial), "w") as container:
         stream = container.add_stream(
             "libx264", rate=FPS, options={"preset": "ultrafast", "g": "250"}

@@ -130,10 +130,14 @@ def image_to_pixel_values(
     thumbnail = (
         _THUMBNAILS.submit(image.resize, size, Image.Resampling.BICUBIC) if with_thumbnail else None
     )
-    grid = np.asarray(image.resize((cols * tile_size, rows * tile_size), Image.Resampling.BICUBIC))
-    tiles = grid.reshape(rows, tile_size, cols, tile_size, 3).transpose(0, 2, 4, 1, 3)
-    tiles = tiles.reshape(rows * cols, 3, tile_size, tile_size)
+    grid = image.resize((cols * tile_size, rows * tile_size), Image.Resampling.BICUBIC)
+    tiles = np.empty((rows * cols + with_thumbnail, 3, tile_size, tile_size), np.float32)
+    # Channel by channel: each band is contiguous, so cutting it into tiles copies whole rows.
+    for channel, band in enumerate(grid.split()):
+        pixels = np.asarray(band).reshape(rows, tile_size, cols, tile_size)
+        tiles[: rows * cols, channel] = pixels.transpose(0, 2, 1, 3).reshape(-1, *size)
     if thumbnail is not None:
-        small = np.asarray(thumbnail.result()).transpose(2, 0, 1)[None]
-        tiles = np.concatenate([tiles, small], axis=0)
-    return normalize(tiles)
+        tiles[-1] = np.asarray(thumbnail.result()).transpose(2, 0, 1)
+    tiles *= _SCALE
+    tiles -= _OFFSET
+    return tiles
