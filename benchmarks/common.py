@@ -65,10 +65,11 @@ def machine() -> str:
 
 def peak_rss_mib(code: str, *args: str) -> tuple[float, str]:
     """Run `code` in a fresh Python (args in sys.argv[1:]); return (peak RSS MiB, its stdout)."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
     probe = (
-        "import resource, runpy, sys\n"
         f"exec(compile({code!r}, 'benchmark', 'exec'))\n"
-        "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]\n"
+        "print('PEAK_KIB', status)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, *args],
