@@ -16,7 +16,7 @@ import gradio as gr
 from interface.conversation import assistant_turn, to_chatbot, to_clip, to_conversation
 from interface.export import write_exports
 from interface.rendering import LATEX_DELIMITERS
-from interface.settings import SettingsControls, make_settings
+from interface.settings import SettingsControls, make_settings, settings_record
 from model_backend.base import (
     Backend,
     Conversation,
@@ -290,27 +290,9 @@ class ChatPanel:
             **hidden,
         )
 
-    def exports(
-        self,
-        turns: list[dict],
-        system_prompt: str,
-        temperature: float,
-        top_p: float,
-        top_k: float,
-        repetition_penalty: float,
-        max_new_tokens: float,
-        max_tiles: float,
-    ):
+    def exports(self, turns: list[dict], system_prompt: str, *values: float):
         """The download buttons, pointing at the conversation's JSON and Markdown files."""
-        settings = {
-            "system_prompt": system_prompt,
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "repetition_penalty": repetition_penalty,
-            "max_new_tokens": max_new_tokens,
-            "max_tiles": max_tiles,
-        }
+        settings = settings_record(system_prompt, *values)
         files = write_exports(turns, self.backend.info.model, settings)
         if files is None:
             return gr.DownloadButton(visible=False), gr.DownloadButton(visible=False)
@@ -376,19 +358,12 @@ class ChatPanel:
     def stop(self, request: gr.Request) -> None:
         ACTIVE_STREAMS.stop(self.key(request))
 
-    def respond(
-        self,
-        turns: list[dict],
-        system_prompt: str,
-        temperature: float,
-        top_p: float,
-        top_k: float,
-        repetition_penalty: float,
-        max_new_tokens: float,
-        max_tiles: float,
-        request: gr.Request,
-    ):
-        """Stream the answer into the chat; on failure keep the conversation and explain."""
+    def respond(self, request: gr.Request, turns: list[dict], system_prompt: str, *values: float):
+        """Stream the answer into the chat; on failure keep the conversation and explain.
+
+        (`values` are the settings in SETTING_NAMES order; `request` comes first because Gradio
+        cannot pass it after a *args parameter.)
+        """
         if not turns or turns[-1]["role"] != "user":
             return
         key = self.key(request)
@@ -399,9 +374,7 @@ class ChatPanel:
             ACTIVE_STREAMS.add(key, stream)
 
         try:
-            settings = make_settings(
-                temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles
-            )
+            settings = make_settings(*values)
             conversation = to_conversation(turns, system_prompt)
             for text, stats in stream_answer(
                 self.backend, conversation, settings, register, on_notice=gr.Warning

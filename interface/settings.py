@@ -29,16 +29,8 @@ class SettingsControls:
         return [self.reasoning, self.answer_style]
 
     def generation(self) -> list:
-        """The arguments of `make_settings`, after the system prompt."""
-        return [
-            self.system_prompt,
-            self.temperature,
-            self.top_p,
-            self.top_k,
-            self.repetition_penalty,
-            self.max_new_tokens,
-            self.max_tiles,
-        ]
+        """The system prompt, then the arguments of `make_settings`."""
+        return [self.system_prompt, *(getattr(self, name) for name in SETTING_NAMES)]
 
 
 def build_settings(
@@ -81,22 +73,28 @@ def build_settings(
         )
 
 
-def make_settings(
-    temperature: float,
-    top_p: float,
-    top_k: float,
-    repetition_penalty: float,
-    max_new_tokens: float,
-    max_tiles: float,
-) -> GenerationSettings:
-    """GenerationSettings from UI/API values (sliders deliver floats), checked."""
+# The sampling settings as UI components and API parameters name them, in this order.
+SETTING_NAMES = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "max_new_tokens",
+    "max_tiles",
+)
+INTEGER_SETTINGS = {"top_k", "max_new_tokens", "max_tiles"}
+
+
+def make_settings(*values: float) -> GenerationSettings:
+    """GenerationSettings from UI/API values in SETTING_NAMES order (sliders deliver floats)."""
+    given = dict(zip(SETTING_NAMES, values, strict=True))
     settings = GenerationSettings(
-        temperature=float(temperature),
-        top_p=float(top_p),
-        top_k=int(top_k),
-        repetition_penalty=float(repetition_penalty),
-        max_new_tokens=int(max_new_tokens),
-        max_tiles=int(max_tiles),
+        **{name: int(v) if name in INTEGER_SETTINGS else float(v) for name, v in given.items()}
     )
     settings.check()
     return settings
+
+
+def settings_record(system_prompt: str, *values: float) -> dict:
+    """The settings as plain data (for the chat export)."""
+    return {"system_prompt": system_prompt, **dict(zip(SETTING_NAMES, values, strict=True))}

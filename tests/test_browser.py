@@ -85,6 +85,20 @@ def user_images(page, tab: str = "image-chat"):
     return page.locator(f"#{tab}-chatbot [data-testid='user'] img")
 
 
+def set_max_new_tokens(page, value: int) -> None:
+    """Open the image tab's settings and set Max new tokens (retrying until the box keeps it)."""
+    page.locator("#image-chat-settings").click()
+    tokens = page.locator("#image-chat-max-new-tokens input[type='number']")
+    expect(tokens).to_be_visible()
+
+    def set_tokens() -> bool:
+        tokens.fill(str(value))
+        tokens.press("Tab")
+        return tokens.input_value() == str(value)
+
+    assert wait_until(set_tokens, timeout=20), "the Max new tokens setting did not take"
+
+
 def ask(page, tab: str, question: str) -> None:
     box = page.locator(f"#{tab}-input textarea")
     box.fill(question)
@@ -141,16 +155,7 @@ def test_image_chat_journey(page, slow_backend, monkeypatch):
     expect(bot_messages(page).first).to_contain_text("stopped")
 
     # Shorter answers from here on, so that they finish on their own.
-    page.locator("#image-chat-settings").click()
-    tokens = page.locator("#image-chat-max-new-tokens input[type='number']")
-    expect(tokens).to_be_visible()
-
-    def set_tokens() -> bool:
-        tokens.fill("32")
-        tokens.press("Tab")
-        return tokens.input_value() == "32"
-
-    assert wait_until(set_tokens, timeout=20), "the Max new tokens setting did not take"
+    set_max_new_tokens(page, 32)
 
     # Regenerate: a new answer replaces the stopped one.
     page.locator("#image-chat-regenerate").click()
@@ -258,16 +263,7 @@ def test_video_journey(page, slow_backend, tmp_path):
 def test_the_conversation_downloads_as_json_and_markdown(page, backend):
     page.locator("#image-chat-image input[type='file']").set_input_files(str(EXAMPLES / "cat.jpg"))
     expect(page.locator("#image-chat-image img")).to_be_visible()
-    page.locator("#image-chat-settings").click()
-    tokens = page.locator("#image-chat-max-new-tokens input[type='number']")
-    expect(tokens).to_be_visible()
-
-    def set_tokens() -> bool:
-        tokens.fill("16")
-        tokens.press("Tab")
-        return tokens.input_value() == "16"
-
-    assert wait_until(set_tokens, timeout=20)
+    set_max_new_tokens(page, 16)
     ask(page, "image-chat", "What is in this image?")
     expect(bot_messages(page).first).to_contain_text("tokens/s")
     json_button = page.locator("#image-chat-export-json")

@@ -113,12 +113,9 @@ def test_cancel_from_another_thread_stops_within_steps(backend):
     assert stream.stats.stopped
 
 
-def test_grounding_tags_survive_decoding(backend):
-    tokenizer = backend.tokenizer
-    answer = "The <ref>cat</ref><box>[[10, 20, 300, 400]]</box> sits.<|im_end|>"
-    ids = tokenizer(answer, return_tensors="pt").input_ids[0]
-    assert tokenizer.convert_tokens_to_ids("<ref>") in ids.tolist()  # a special token
-    streamer = TokenStreamer(tokenizer, backend.hidden_ids)
+def stream_tokens(backend, ids) -> list[str]:
+    """Feed token ids one by one through the backend's streamer, as generate() does."""
+    streamer = TokenStreamer(backend.tokenizer, backend.hidden_ids)
     streamer.put(torch.tensor([[1, 2]]))  # the prompt, which generate() hands over first
     for token in ids:
         streamer.put(token.reshape(1))
@@ -127,6 +124,15 @@ def test_grounding_tags_survive_decoding(backend):
     pieces = []
     while (piece := streamer.queue.get()) is not END:
         pieces.append(piece)
+    return pieces
+
+
+def test_grounding_tags_survive_decoding(backend):
+    tokenizer = backend.tokenizer
+    answer = "The <ref>cat</ref><box>[[10, 20, 300, 400]]</box> sits.<|im_end|>"
+    ids = tokenizer(answer, return_tensors="pt").input_ids[0]
+    assert tokenizer.convert_tokens_to_ids("<ref>") in ids.tolist()  # a special token
+    pieces = stream_tokens(backend, ids)
     assert "".join(pieces) == "The <ref>cat</ref><box>[[10, 20, 300, 400]]</box> sits."
     assert len(pieces) > 1
 
@@ -134,15 +140,7 @@ def test_grounding_tags_survive_decoding(backend):
 def test_multibyte_characters_are_not_split(backend):
     tokenizer = backend.tokenizer
     ids = tokenizer("猫 café", return_tensors="pt").input_ids[0]
-    streamer = TokenStreamer(tokenizer, backend.hidden_ids)
-    streamer.put(torch.tensor([[1]]))
-    for token in ids:
-        streamer.put(token.reshape(1))
-    streamer.end()
-    streamer.queue.put(END)
-    pieces = []
-    while (piece := streamer.queue.get()) is not END:
-        pieces.append(piece)
+    pieces = stream_tokens(backend, ids)
     assert "".join(pieces) == "猫 café"
     assert all("\ufffd" not in piece for piece in pieces)
 
