@@ -7,6 +7,7 @@ Every endpoint takes its media and question, then the same optional parameters b
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 
@@ -14,12 +15,24 @@ import gradio as gr
 
 from interface.chat import MODEL_QUEUE, stream_answer, user_message
 from interface.conversation import to_conversation
-from interface.settings import make_settings
+from interface.settings import SETTING_NAMES, make_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import GenerationError, InputError
 from model_backend.styles import DEFAULT_STYLE, normalize_style
 
 log = logging.getLogger(__name__)
+
+
+# The API's own order (kept stable for clients that pass arguments by position).
+API_SETTINGS = [
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "max_tiles",
+]
+COMMON_NAMES = ["history", "system_prompt", "reasoning", "answer_style", *API_SETTINGS]
 
 
 def common_inputs(system_prompt: str) -> list:
@@ -30,30 +43,61 @@ def common_inputs(system_prompt: str) -> list:
         gr.Textbox(system_prompt, label="system_prompt"),
         gr.Checkbox(False, label="reasoning"),
         gr.Textbox(DEFAULT_STYLE, label="answer_style"),
-        gr.Number(defaults.max_new_tokens, label="max_new_tokens"),
-        gr.Number(defaults.temperature, label="temperature"),
-        gr.Number(defaults.top_p, label="top_p"),
-        gr.Number(defaults.top_k, label="top_k"),
-        gr.Number(defaults.repetition_penalty, label="repetition_penalty"),
-        gr.Number(defaults.max_tiles, label="max_tiles"),
+        *(gr.Number(getattr(defaults, name), label=name) for name in API_SETTINGS),
     ]
 
 
 def register_endpoint(
     api_name: str,
-    fn: Callable,
+    backend: Backend,
+    build_turns: Callable[..., list[dict]],
     own_inputs: Callable[[], list],
     system_prompt: str,
     concurrency_limit: int,
+    description: str,
     outputs: Callable[[], list] = lambda: [gr.Textbox(label="answer")],
+    present: Callable[[str, dict], object] = lambda text, own: text,
 ) -> None:
-    """A named endpoint with no UI: hidden inputs (the endpoint's own, then the common ones)."""
+    """A named, streaming endpoint with no UI of its own.
+
+    Its parameters are the labels of `own_inputs()` (the endpoint's media and question) followed
+    by the common ones; `build_turns(**own, history=...)` makes the conversation, and
+    `present(answer so far, own)` what each streamed output is.
+    """
     with gr.Column(visible=False):
-        inputs = [*own_inputs(), *common_inputs(system_prompt)]
+        own_components = own_inputs()
+        inputs = [*own_components, *common_inputs(system_prompt)]
         results = outputs()
         trigger = gr.Button()
+    own_names = [component.label for component in own_components]
+    names = [*own_names, *COMMON_NAMES]
+
+    def endpoint(*values):
+        given = dict(zip(names, values, strict=True))
+        own = {name: given[name] for name in own_names}
+        for text in answer_request(
+            backend,
+            lambda: build_turns(**own, history=given["history"]),
+            given["system_prompt"],
+            given["reasoning"],
+            given["answer_style"],
+            tuple(given[name] for name in SETTING_NAMES),
+        ):
+            yield present(text, own)
+
+    # gradio_client names the parameters, and tells required from optional, by the function's
+    # signature: the media and the question are required, the rest default to their inputs'.
+    parameters = []
+    for index, (name, component) in enumerate(zip(names, inputs, strict=True)):
+        default = inspect.Parameter.empty if index < 2 else component.value
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        )
+    endpoint.__signature__ = inspect.Signature(parameters)
+    endpoint.__name__ = api_name
+    endpoint.__doc__ = description
     trigger.click(
-        fn,
+        endpoint,
         inputs,
         results,
         api_name=api_name,

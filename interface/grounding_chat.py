@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from interface.api import answer_request, register_endpoint
+from interface.api import register_endpoint
 from interface.chat import ChatPanel
 from interface.conversation import conversation_paths, user_turn
 from interface.examples import tab_examples
@@ -123,45 +123,10 @@ def build_grounding_tab(
         render_extra=render_boxes,
     )
 
-    def grounding(
-        image: str | None,
-        query: str,
-        mode: str = "find",
-        history: list | None = None,
-        system_prompt: str = system_prompt,
-        reasoning: bool = False,
-        answer_style: str = "Default",
-        max_new_tokens: float = 1024,
-        temperature: float = 0.2,
-        top_p: float = 0.7,
-        top_k: float = 0,
-        repetition_penalty: float = 1.1,
-        max_tiles: float = 12,
-    ):
-        """Ask for boxes on `image`: mode "find" (query = what to find), "detect" or "ask".
-
-        Streams (answer so far, boxes so far, image with the boxes drawn).
-        """
-
-        def turns():
-            if not image:
-                raise InputError("image is required: pass a file with handle_file(path).")
-            return [user_turn(grounding_question(mode, query), [image])]
-
-        for text in answer_request(
-            backend,
-            turns,
-            system_prompt,
-            reasoning,
-            answer_style,
-            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
-        ):
-            boxes = answer_boxes(image, text)
-            yield text, boxes_json(boxes), annotated_file(image, boxes) if boxes else None
-
     register_endpoint(
         "grounding",
-        grounding,
+        backend,
+        grounding_turns,
         lambda: [
             gr.File(label="image", file_types=["image"]),
             gr.Textbox(label="query"),
@@ -169,9 +134,25 @@ def build_grounding_tab(
         ],
         system_prompt,
         concurrency_limit,
+        "Ask for boxes on `image`: mode find (query = what to find), detect or ask. Streams "
+        "(answer so far, boxes so far in pixels, the image with the boxes drawn).",
         outputs=lambda: [
             gr.Textbox(label="answer"),
             gr.JSON(label="boxes"),
             gr.Image(label="annotated_image", type="filepath"),
         ],
+        present=boxes_so_far,
     )
+
+
+def grounding_turns(image: str | None, query: str, mode: str, history=None) -> list[dict]:
+    """API: the mode's question about the image (history is not used by grounding)."""
+    if not image:
+        raise InputError("image is required: pass a file with handle_file(path).")
+    return [user_turn(grounding_question(mode, query), [image])]
+
+
+def boxes_so_far(text: str, own: dict) -> tuple:
+    """(answer, its closed boxes in pixels, the image with them drawn) for one streamed step."""
+    boxes = answer_boxes(own["image"], text)
+    return text, boxes_json(boxes), annotated_file(own["image"], boxes) if boxes else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from interface.api import answer_request, register_endpoint
+from interface.api import register_endpoint
 from interface.chat import ChatPanel
 from interface.conversation import conversation_paths, history_to_turns, user_turn
 from interface.examples import tab_examples
@@ -81,36 +81,14 @@ def build_image_chat_tab(
         )
     panel.wire(settings, media_inputs=[image], media_outputs=[image], clear_media=lambda: (None,))
 
-    def image_chat(
-        image: str | None,
-        question: str,
-        history: list | None = None,
-        system_prompt: str = system_prompt,
-        reasoning: bool = False,
-        answer_style: str = "Default",
-        max_new_tokens: float = 1024,
-        temperature: float = 0.2,
-        top_p: float = 0.7,
-        top_k: float = 0,
-        repetition_penalty: float = 1.1,
-        max_tiles: float = 12,
-    ):
-        """Answer `question` about `image`, after the earlier turns in `history`."""
-        yield from answer_request(
-            backend,
-            lambda: image_chat_turns(image, question, history),
-            system_prompt,
-            reasoning,
-            answer_style,
-            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
-        )
-
     register_endpoint(
         "image_chat",
-        image_chat,
+        backend,
+        image_chat_turns,
         # A File, not an Image: Gradio would decode an Image itself and fail with its own error
         # on a broken file; the backend's loader gives the user a clear message.
         lambda: [gr.File(label="image", file_types=["image"]), gr.Textbox(label="question")],
         system_prompt,
         concurrency_limit,
+        "Answer `question` about `image`, after the earlier turns in `history`.",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from interface.api import answer_request, register_endpoint
+from interface.api import register_endpoint
 from interface.chat import ChatPanel
 from interface.conversation import history_to_turns, to_conversation, user_turn
 from interface.examples import tab_examples
@@ -126,37 +126,15 @@ def build_multi_image_chat_tab(
         api_visibility="private",
     )
 
-    def multi_image_chat(
-        images: list[str] | None,
-        question: str,
-        history: list | None = None,
-        system_prompt: str = system_prompt,
-        reasoning: bool = False,
-        answer_style: str = "Default",
-        max_new_tokens: float = 1024,
-        temperature: float = 0.2,
-        top_p: float = 0.7,
-        top_k: float = 0,
-        repetition_penalty: float = 1.1,
-        max_tiles: float = 12,
-    ):
-        """Answer `question` about `images` (Image-1, Image-2, ...) after `history`."""
-        yield from answer_request(
-            backend,
-            lambda: multi_image_turns(images, question, history, max_images),
-            system_prompt,
-            reasoning,
-            answer_style,
-            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
-        )
-
     register_endpoint(
         "multi_image_chat",
-        multi_image_chat,
+        backend,
+        lambda images, question, history: multi_image_turns(images, question, history, max_images),
         lambda: [
             gr.File(label="images", file_count="multiple", file_types=["image"]),
             gr.Textbox(label="question"),
         ],
         system_prompt,
         concurrency_limit,
+        "Answer `question` about `images` (Image-1, Image-2, ...) after `history`.",
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from interface.api import answer_request, register_endpoint
+from interface.api import register_endpoint
 from interface.chat import ChatPanel
 from interface.conversation import history_to_turns, to_clip, user_turn, video_dict
 from interface.examples import tab_examples
@@ -75,7 +75,7 @@ def frame_gallery(backend: Backend, clip: dict) -> list[tuple]:
 
 
 def video_chat_turns(
-    video: str | None, question: str, num_frames, start, end, tiles_per_frame, history
+    video: str | None, question: str, num_frames, start, end, tiles_per_frame, history=None
 ) -> list[dict]:
     """API: history + the question carrying the video."""
     if not video:
@@ -166,39 +166,10 @@ def build_video_chat_tab(
         api_visibility="private",
     )
 
-    def video_chat(
-        video: str | None,
-        question: str,
-        num_frames: float = 16,
-        start: float | None = None,
-        end: float | None = None,
-        tiles_per_frame: float = 1,
-        history: list | None = None,
-        system_prompt: str = system_prompt,
-        reasoning: bool = False,
-        answer_style: str = "Default",
-        max_new_tokens: float = 1024,
-        temperature: float = 0.2,
-        top_p: float = 0.7,
-        top_k: float = 0,
-        repetition_penalty: float = 1.1,
-        max_tiles: float = 12,
-    ):
-        """Answer `question` about `video` (num_frames frames between start and end seconds)."""
-        yield from answer_request(
-            backend,
-            lambda: video_chat_turns(
-                video, question, num_frames, start, end, tiles_per_frame, history
-            ),
-            system_prompt,
-            reasoning,
-            answer_style,
-            (temperature, top_p, top_k, repetition_penalty, max_new_tokens, max_tiles),
-        )
-
     register_endpoint(
         "video_chat",
-        video_chat,
+        backend,
+        video_chat_turns,
         lambda: [
             gr.File(label="video", file_types=VIDEO_TYPES),
             gr.Textbox(label="question"),
@@ -209,4 +180,5 @@ def build_video_chat_tab(
         ],
         system_prompt,
         concurrency_limit,
+        "Answer `question` about `video` (num_frames frames between start and end seconds).",
     )
