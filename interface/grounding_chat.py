@@ -6,7 +6,7 @@ import gradio as gr
 
 from interface.api import register_endpoint
 from interface.chat import ChatPanel
-from interface.conversation import conversation_paths, user_turn
+from interface.conversation import user_turn
 from interface.examples import tab_examples
 from interface.grounding_view import (
     annotated_file,
@@ -15,6 +15,7 @@ from interface.grounding_view import (
     boxes_json_file,
     boxes_table,
 )
+from interface.image_chat import new_images
 from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
@@ -28,16 +29,7 @@ def collect_grounding_turn(message: dict, turns: list[dict], image: str | None, 
     """The mode's question about the image (attached when new to the conversation)."""
     typed = message.get("text") or ""
     question = grounding_question(mode, typed)
-    attached = list(message.get("files") or [])
-    sent = conversation_paths(turns)
-    if attached:
-        images = attached[-1:]
-    elif image and image not in sent:
-        images = [image]
-    elif sent:
-        images = []
-    else:
-        raise InputError("Please add an image first (upload, paste or webcam).")
+    images = new_images(message, turns, image)
     # What was typed, for Undo and for a failed request to give back (not the full prompt).
     return {**user_turn(question, images), "typed": typed}
 

@@ -20,21 +20,24 @@ def question_text(message: dict) -> str:
     return text
 
 
-def collect_image_turn(message: dict, turns: list[dict], image: str | None) -> dict:
-    """The new user turn: the question, plus the image if the conversation does not hold it yet.
-
-    An image attached in the textbox takes precedence over the image box.
-    """
-    text = question_text(message)
+def new_images(message: dict, turns: list[dict], image: str | None) -> list[str]:
+    """The image a new question brings: one attached in the textbox, else the image box's if
+    the conversation does not hold it yet, else none (a follow-up)."""
     attached = list(message.get("files") or [])
     if attached:
-        return user_turn(text, attached[-1:])
+        return attached[-1:]
     sent = conversation_paths(turns)
     if image and image not in sent:
-        return user_turn(text, [image])
+        return [image]
     if not sent:
         raise InputError("Please add an image first (upload, paste or webcam).")
-    return user_turn(text)
+    return []
+
+
+def collect_image_turn(message: dict, turns: list[dict], image: str | None) -> dict:
+    """The new user turn: the question, with its image when the image is new."""
+    text = question_text(message)
+    return user_turn(text, new_images(message, turns, image))
 
 
 def image_chat_turns(image: str | None, question: str, history: list | None) -> list[dict]:
