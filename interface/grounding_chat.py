@@ -7,7 +7,7 @@ import gradio as gr
 from interface.api import register_endpoint
 from interface.chat import ChatPanel
 from interface.conversation import user_turn
-from interface.examples import tab_examples
+from interface.examples import show_examples
 from interface.grounding_view import (
     annotated_file,
     answer_boxes,
@@ -15,7 +15,7 @@ from interface.grounding_view import (
     boxes_json_file,
     boxes_table,
 )
-from interface.image_chat import new_images
+from interface.image_chat import image_input, new_images
 from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
@@ -62,14 +62,7 @@ def build_grounding_tab(
     """Grounding: the model answers with boxes; they are drawn as the answer streams."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            image = gr.Image(
-                type="filepath",
-                sources=["upload", "clipboard", "webcam"],
-                label="Image",
-                image_mode=None,
-                elem_id="grounding-image",
-                height=300,
-            )
+            image = image_input("grounding-image", height=300)
             mode = gr.Radio(
                 MODES,
                 value="find",
@@ -98,14 +91,9 @@ def build_grounding_tab(
                 placeholder="**Grounding** · add an image, pick a mode, say what to find.",
                 concurrency_limit=concurrency_limit,
             )
-    examples = tab_examples("grounding")
-    if examples:
-        gr.Examples(
-            examples=[[entry["files"][0], {"text": entry["text"]}] for entry in examples],
-            inputs=[image, panel.textbox],
-            label="Examples (Find mode: click one, then press Send)",
-            cache_examples=False,
-        )
+    show_examples(
+        "grounding", image, panel.textbox, "Examples (Find mode: click one, then press Send)"
+    )
     panel.wire(
         settings,
         media_inputs=[image, mode],

@@ -7,7 +7,7 @@ import gradio as gr
 from interface.api import register_endpoint
 from interface.chat import ChatPanel
 from interface.conversation import conversation_paths, history_to_turns, user_turn
-from interface.examples import tab_examples
+from interface.examples import show_examples
 from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
@@ -18,6 +18,18 @@ def question_text(message: dict) -> str:
     if not text:
         raise InputError("Please type a question.")
     return text
+
+
+def image_input(elem_id: str, height: int) -> gr.Image:
+    """An image box that takes uploads, pastes and webcam shots, and hands over the file."""
+    return gr.Image(
+        type="filepath",
+        sources=["upload", "clipboard", "webcam"],
+        label="Image",
+        image_mode=None,  # the file as uploaded; the backend converts it (EXIF, CMYK, ...)
+        elem_id=elem_id,
+        height=height,
+    )
 
 
 def new_images(message: dict, turns: list[dict], image: str | None) -> list[str]:
@@ -57,14 +69,7 @@ def build_image_chat_tab(
     """Image chat: one image (replaceable), multi-turn questions about it."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            image = gr.Image(
-                type="filepath",
-                sources=["upload", "clipboard", "webcam"],
-                label="Image",
-                image_mode=None,  # hand over the file as uploaded; the backend converts it
-                elem_id="image-chat-image",
-                height=340,
-            )
+            image = image_input("image-chat-image", height=340)
             settings = build_settings(defaults, system_prompt, prefix="image-chat")
         with gr.Column(scale=3, min_width=400):
             panel = ChatPanel(
@@ -74,14 +79,7 @@ def build_image_chat_tab(
                 placeholder="**Image chat** · add an image on the left, then ask about it.",
                 concurrency_limit=concurrency_limit,
             )
-    examples = tab_examples("image_chat")
-    if examples:
-        gr.Examples(
-            examples=[[entry["files"][0], {"text": entry["text"]}] for entry in examples],
-            inputs=[image, panel.textbox],
-            label="Examples (click one, then press Send)",
-            cache_examples=False,
-        )
+    show_examples("image_chat", image, panel.textbox, "Examples (click one, then press Send)")
     panel.wire(settings, media_inputs=[image], media_outputs=[image], clear_media=lambda: (None,))
 
     register_endpoint(

@@ -9,7 +9,7 @@ import gradio as gr
 from interface.api import register_endpoint
 from interface.chat import ChatPanel
 from interface.conversation import history_to_turns, to_clip, user_turn, video_dict
-from interface.examples import tab_examples
+from interface.examples import show_examples
 from interface.image_chat import question_text
 from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
@@ -131,14 +131,7 @@ def build_video_chat_tab(
                 file_types=VIDEO_TYPES,
                 concurrency_limit=concurrency_limit,
             )
-    examples = tab_examples("video_chat")
-    if examples:
-        gr.Examples(
-            examples=[[entry["files"][0], {"text": entry["text"]}] for entry in examples],
-            inputs=[video, panel.textbox],
-            label="Examples (click one, then press Send)",
-            cache_examples=False,
-        )
+    show_examples("video_chat", video, panel.textbox, "Examples (click one, then press Send)")
     sampling = [video, num_frames, start, end, tiles_per_frame]
     panel.wire(
         settings,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -38,16 +39,25 @@ def gradio_temp_dir(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def app_url(backend, gradio_temp_dir):
-    """The real app on the tiny checkpoint, launched in this process."""
+@contextmanager
+def launched(backend, **launch_options):
+    """The real app around `backend`, launched in this process; yields its URL."""
     from interface.layout import CSS, build_demo
 
     demo = build_demo(backend)
     demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS)
-    yield url
-    demo.close()
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS, **launch_options)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(backend, gradio_temp_dir):
+    """The real app on the tiny checkpoint."""
+    with launched(backend) as url:
+        yield url
 
 
 @pytest.fixture

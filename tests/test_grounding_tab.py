@@ -11,7 +11,7 @@ from PIL import Image
 
 from interface.conversation import assistant_turn, to_chatbot, user_turn
 from model_backend.grounding import DETECTION_PROMPT, REFERRING_PROMPT, label_colors
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, launched
 from tests.scripted_backend import ScriptedBackend
 
 COFFEE = EXAMPLES / "coffee.jpg"  # 600x400
@@ -32,13 +32,8 @@ def scripted():
 
 @pytest.fixture(scope="module")
 def scripted_url(scripted, gradio_temp_dir):
-    from interface.layout import CSS, build_demo
-
-    demo = build_demo(scripted)
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS)
-    yield url
-    demo.close()
+    with launched(scripted) as url:
+        yield url
 
 
 def test_grounding_endpoint_streams_and_returns_boxes_and_the_drawing(scripted, scripted_url):

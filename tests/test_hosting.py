@@ -20,7 +20,7 @@ import model_backend.local as local
 from model_backend.base import Conversation, GenerationSettings, Turn
 from model_backend.local import gpu_seconds
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
-from tests.conftest import EXAMPLES, REPO, wait_until
+from tests.conftest import EXAMPLES, REPO, launched, wait_until
 
 
 def test_zero_gpu_wraps_the_one_generating_function_and_is_a_no_op_here(monkeypatch):
@@ -115,12 +115,7 @@ def test_auth_entries_and_the_exposure_warning(tmp_path):
 
 
 def test_auth_is_required_by_the_launched_app(backend, gradio_temp_dir):
-    from interface.layout import build_demo
-
-    demo = build_demo(backend)
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, auth=[("ann", "secret")])
-    try:
+    with launched(backend, auth=[("ann", "secret")]) as url:
         with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(url, verbose=False)
         with pytest.raises(ValueError, match="Could not login"):
@@ -136,8 +131,6 @@ def test_auth_is_required_by_the_launched_app(backend, gradio_temp_dir):
         )
         assert answer
         client.close()
-    finally:
-        demo.close()
 
 
 def test_dockerfile_passes_hadolint():

@@ -19,7 +19,7 @@ from model_backend.base import Conversation, GenerationSettings, Turn, VideoClip
 from model_backend.errors import GenerationError, InputError
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from model_backend.remote import OpenAIBackend, engine_options, openai_messages
-from tests.conftest import EXAMPLES, wait_until
+from tests.conftest import EXAMPLES, launched, wait_until
 from tests.media_files import X264, write_video
 
 CAT, COFFEE = str(EXAMPLES / "cat.jpg"), str(EXAMPLES / "coffee.jpg")
@@ -189,33 +189,22 @@ def test_an_unknown_model_is_refused(remote):
 
 
 def test_every_tab_streams_through_the_app_on_the_remote_backend(remote, clip, gradio_temp_dir):
-    from interface.layout import CSS, build_demo
-
-    demo = build_demo(remote)
-    demo.queue()
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS)
-    try:
+    calls = {
+        "/image_chat": {"image": handle_file(CAT), "question": "What is it?"},
+        "/multi_image_chat": {
+            "images": [handle_file(CAT), handle_file(COFFEE)],
+            "question": "Compare Image-1 and Image-2.",
+        },
+        "/video_chat": {"video": handle_file(clip), "question": "What happens?", "num_frames": 4},
+        "/grounding": {"image": handle_file(COFFEE), "query": "the cup", "mode": "find"},
+    }
+    with launched(remote) as url:
         client = Client(url, verbose=False)
-        calls = {
-            "/image_chat": {"image": handle_file(CAT), "question": "What is it?"},
-            "/multi_image_chat": {
-                "images": [handle_file(CAT), handle_file(COFFEE)],
-                "question": "Compare Image-1 and Image-2.",
-            },
-            "/video_chat": {
-                "video": handle_file(clip),
-                "question": "What happens?",
-                "num_frames": 4,
-            },
-            "/grounding": {"image": handle_file(COFFEE), "query": "the cup", "mode": "find"},
-        }
         for api_name, arguments in calls.items():
             job = client.submit(**arguments, max_new_tokens=512, api_name=api_name)
             outputs = list(job)
             assert len(outputs) > 3, api_name
         client.close()
-    finally:
-        demo.close()
 
 
 def test_engine_killed_mid_stream_then_back(tiny_checkpoint):
