@@ -6,6 +6,10 @@ The format is the `internvl2_5` ChatML template with the model's own system mess
     <|im_start|>user\\n{images}{question}<|im_end|>\\n
     <|im_start|>assistant\\n{answer}<|im_end|>\\n ... <|im_start|>assistant\\n
 
+Checkpoints converted from the original format may use another of the original templates
+(their `template` field): InternVL2-8B-MPO's `internlm2-chat` has another system message and no
+newline after `<|im_end|>`. `PromptTemplate` holds that difference.
+
 A question asked with "reason step by step" or an answer style is written as the MPO
 chain-of-thought prompt / with the MMInstruct instruction (model_backend.styles).
 
@@ -19,6 +23,7 @@ Every `<image>` becomes `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from model_backend.base import Conversation, Turn
 from model_backend.styles import style_question
@@ -27,6 +32,12 @@ from model_backend.styles import style_question
 DEFAULT_SYSTEM_PROMPT = (
     "你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位"
     "联合开发的多模态大语言模型。"
+)
+# The system message of the InternVL 2 templates (internlm2-chat, Hermes-2), kept by
+# InternVL2-8B-MPO "to avoid changes in benchmark performance".
+INTERNVL2_SYSTEM_PROMPT = (
+    "你是由上海人工智能实验室联合商汤科技开发的书生多模态大模型，英文名叫InternVL, "
+    "是一个有用无害的人工智能助手。"
 )
 IMAGE_PLACEHOLDER = "<image>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -45,6 +56,31 @@ STRUCTURAL_TOKENS = (
     "<video>",
     IMAGE_PLACEHOLDER,
 )
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One of the original conversation templates (the checkpoint's `template` field).
+
+    All that the InternVL 2 / 2.5 family uses are ChatML-like: they differ only in the default
+    system message and in what follows `<|im_end|>` (a newline for internvl2_5, nothing for
+    the InternVL 2 templates).
+    """
+
+    name: str
+    system_prompt: str
+    separator: str
+
+
+TEMPLATES = {
+    template.name: template
+    for template in (
+        PromptTemplate("internvl2_5", DEFAULT_SYSTEM_PROMPT, f"{IM_END}\n"),
+        PromptTemplate("internlm2-chat", INTERNVL2_SYSTEM_PROMPT, IM_END),
+        PromptTemplate("Hermes-2", INTERNVL2_SYSTEM_PROMPT, IM_END),
+    )
+}
+DEFAULT_TEMPLATE = TEMPLATES["internvl2_5"]
 
 
 def clean_text(text: str) -> str:
@@ -118,19 +154,25 @@ def image_tokens(tiles: int, tokens_per_tile: int) -> str:
 
 
 def build_prompt(
-    conversation: Conversation, tiles_per_image: Sequence[int], tokens_per_tile: int = 256
+    conversation: Conversation,
+    tiles_per_image: Sequence[int],
+    tokens_per_tile: int = 256,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
 ) -> str:
     """The full model input text, ending with the assistant's opening, images expanded.
 
     `tiles_per_image` is the actual tile count (thumbnail included) of each image and video
-    frame, in conversation order.
+    frame, in conversation order. `template` is the checkpoint's conversation template.
     """
     if len(tiles_per_image) != conversation.visual_count:
         raise ValueError(
             f"{conversation.visual_count} images and frames in the conversation but "
             f"{len(tiles_per_image)} tile counts"
         )
-    parts = [f"{IM_START}{role}\n{text}{IM_END}\n" for role, text in chat_messages(conversation)]
+    parts = [
+        f"{IM_START}{role}\n{text}{template.separator}"
+        for role, text in chat_messages(conversation)
+    ]
     text = "".join(parts) + f"{IM_START}assistant\n"
     pieces = text.split(IMAGE_PLACEHOLDER)
     expanded = [pieces[0]]

@@ -171,3 +171,21 @@ def test_the_oldest_image_turns_are_dropped_first():
     shortest = drop_oldest_visual_turn(shorter)
     assert [t.text for t in shortest.turns] == ["q3"]
     assert drop_oldest_visual_turn(shortest) is None
+
+
+def test_internlm2_chat_template_has_no_newline_after_im_end():
+    """InternVL2-8B-MPO's original template (internlm2-chat, MPT style, sep '<|im_end|>')."""
+    from model_backend.prompt import INTERNVL2_SYSTEM_PROMPT, TEMPLATES
+
+    template = TEMPLATES["internlm2-chat"]
+    conversation = Conversation(
+        (Turn("user", "Hi", ("a.jpg",)), Turn("assistant", "Hello."), Turn("user", "Again")),
+        template.system_prompt,
+    )
+    assert build_prompt(conversation, [1], tokens_per_tile=2, template=template) == (
+        f"<|im_start|>system\n{INTERNVL2_SYSTEM_PROMPT}<|im_end|>"
+        f"<|im_start|>user\n{expand(1)}\nHi<|im_end|>"
+        "<|im_start|>assistant\nHello.<|im_end|>"
+        "<|im_start|>user\nAgain<|im_end|>"
+        "<|im_start|>assistant\n"
+    )
