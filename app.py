@@ -51,10 +51,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--model",
         action="append",
         default=None,
-        help="Hub id or folder of a native (-hf) InternVL checkpoint; repeat to offer a choice "
+        help="Hub id or folder of an InternVL checkpoint, native (-hf) or original (converted "
+        "once, on first load); repeat to offer a choice "
         f"(default {DEFAULT_MODEL}; env: comma-separated)",
     )
-    model.add_argument("--device", default=env("device", "auto"), help="auto, cpu, cuda, cuda:N")
+    model.add_argument(
+        "--device",
+        default=env("device", "auto"),
+        help="auto (every GPU, else the CPU), cpu, cuda, cuda:N",
+    )
+    model.add_argument(
+        "--quantize",
+        default=env("quantize"),
+        choices=["8bit", "4bit"],
+        help="load the language model in 8 or 4 bits (bitsandbytes, CUDA only); the vision "
+        "tower stays 16-bit",
+    )
+    model.add_argument(
+        "--max-memory",
+        default=env("max_memory"),
+        help="memory per GPU when placing a model over several, e.g. 0=20GiB,1=40GiB",
+    )
     model.add_argument(
         "--dtype", default=env("dtype", "auto"), choices=["auto", "bfloat16", "float16", "float32"]
     )
@@ -152,7 +169,13 @@ def make_backend(args: argparse.Namespace):
     from model_backend.local import LocalBackend
 
     return LocalBackend(
-        args.model[0], device=args.device, dtype=args.dtype, attn=args.attn, models=args.model
+        args.model[0],
+        device=args.device,
+        dtype=args.dtype,
+        attn=args.attn,
+        models=args.model,
+        quantize=args.quantize,
+        max_memory=args.max_memory,
     )
 
 

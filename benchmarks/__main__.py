@@ -1,7 +1,7 @@
 """Run the benchmarks, print the tables and append them to benchmarks/RESULTS.md.
 
 python -m benchmarks                 # all that this machine can run
-python -m benchmarks preprocess video streaming followup load gpu
+python -m benchmarks preprocess video streaming followup load convert gpu
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import subprocess
 import time
 
-from benchmarks import followup, gpu, load, preprocess, streaming, video
+from benchmarks import convert, followup, gpu, load, preprocess, streaming, video
 from benchmarks.common import REPO, RESULTS, machine
 
 SUITES = {
@@ -19,6 +19,7 @@ SUITES = {
     "streaming": streaming.run,
     "followup": followup.run,
     "load": load.run,
+    "convert": convert.run,
     "gpu": gpu.run,
 }
 

@@ -28,7 +28,7 @@ class UIOptions:
     """What the UI needs to know besides the backend."""
 
     defaults: GenerationSettings = field(default_factory=GenerationSettings)
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    system_prompt: str | None = None  # None: the checkpoint's own (backend.info.system_prompt)
     concurrency_limit: int = 1  # generations at once (the model queue is shared by all tabs)
     max_images: int = DEFAULT_MAX_IMAGES  # per conversation, in the multi-image tab
 
@@ -76,7 +76,10 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
         header = gr.Markdown(header_markdown(backend), elem_id="header-note")
         if len(backend.models) > 1:
             add_model_choice(backend, header)
-        common = (backend, options.defaults, options.system_prompt, options.concurrency_limit)
+        system_prompt = options.system_prompt
+        if system_prompt is None:
+            system_prompt = backend.info.system_prompt or DEFAULT_SYSTEM_PROMPT
+        common = (backend, options.defaults, system_prompt, options.concurrency_limit)
         with gr.Tabs():
             with gr.Tab("Image chat", id="image-chat"):
                 build_image_chat_tab(*common)

@@ -222,6 +222,7 @@ class BackendInfo:
     device: str = ""
     random_weights: bool = False
     context_length: int | None = None
+    system_prompt: str | None = None  # the checkpoint's own default, where it has one
 
 
 class Backend(ABC):

@@ -10,9 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import importlib.util
 import itertools
-import json
 import logging
 import queue
 import threading
@@ -22,12 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import (
-    AutoModelForImageTextToText,
-    AutoTokenizer,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from model_backend.base import (
@@ -42,6 +35,7 @@ from model_backend.base import (
     drain,
 )
 from model_backend.errors import GenerationError, InputError, ModelLoadError
+from model_backend.loading import load_model, resolve_device
 from model_backend.media import content_key, file_key, frame_pixels, image_pixels
 from model_backend.prompt import build_prompt, drop_oldest_visual_turn, image_tile_budgets
 from model_backend.tiny import RANDOM_WEIGHTS_MARKER
@@ -49,91 +43,12 @@ from model_backend.zerogpu import gpu_function, on_zero_gpu
 
 log = logging.getLogger(__name__)
 
-NATIVE_CHECKPOINTS = (
-    "OpenGVLab/InternVL2_5-2B-MPO-hf, OpenGVLab/InternVL2_5-8B-MPO-hf, "
-    "OpenGVLab/InternVL3-{1B,2B,8B,9B,14B,38B,78B}-hf"
-)
 # Special tokens that are markup the user should see: InternVL's grounding tags.
 VISIBLE_SPECIAL_TOKENS = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
-
-
-def read_model_config(model: str) -> dict:
-    """config.json of a local folder or a Hub repo (from the cache when offline)."""
-    folder = Path(model)
-    if folder.is_dir():
-        config_path = folder / "config.json"
-        if not config_path.is_file():
-            raise ModelLoadError(f"{model} is a folder but has no config.json: not a checkpoint.")
-        return json.loads(config_path.read_text())
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return json.loads(Path(hf_hub_download(model, "config.json")).read_text())
-    except Exception as error:  # the hub client raises many kinds; all mean "cannot get it"
-        raise ModelLoadError(cannot_fetch_message(model, error)) from error
-
-
-def cannot_fetch_message(model: str, error: Exception) -> str:
-    return (
-        f"Could not load the model '{model}': it is not a local folder, and its files could not "
-        f"be downloaded from the Hugging Face Hub or found in the local cache "
-        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}). "
-        f"If this machine has no network, download the model elsewhere and pass its folder with "
-        f"--model PATH, or try the demo without any download on a tiny random-weight "
-        f"checkpoint: python -m model_backend.tiny ./tiny-model && python app.py --model "
-        f"./tiny-model"
-    )
-
-
-def check_native_format(model: str, config: dict) -> None:
-    """Refuse original-format (remote-code) checkpoints with a message that says what to do."""
-    model_type = config.get("model_type")
-    if model_type == "internvl":
-        return
-    if model_type == "internvl_chat":
-        raise ModelLoadError(
-            f"'{model}' is an original-format InternVL checkpoint (model_type 'internvl_chat', "
-            f"remote code), which does not run on current transformers. Use a native "
-            f"checkpoint instead ({NATIVE_CHECKPOINTS}), or serve this one with vLLM or LMDeploy "
-            f"and point the demo at it: python app.py --backend openai --endpoint "
-            f"http://HOST:PORT/v1"
-        )
-    raise ModelLoadError(
-        f"'{model}' is not an InternVL checkpoint (model_type '{model_type}'). Native InternVL "
-        f"checkpoints: {NATIVE_CHECKPOINTS}."
-    )
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(f"--device {device} was asked for, but no CUDA GPU is available.")
-    return resolved
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """auto: bfloat16 on GPUs that support it, float16 on other GPUs, float32 on the CPU."""
-    if dtype != "auto":
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[
-            dtype
-        ]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def check_attention(attn: str) -> None:
-    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-        raise ModelLoadError(
-            "--attn flash_attention_2 needs the flash-attn package (pip install flash-attn); "
-            "the default --attn sdpa needs nothing extra and is nearly as fast."
-        )
 
 
 def release_memory() -> None:
@@ -313,11 +228,20 @@ class LocalBackend(Backend):
         dtype: str = "auto",
         attn: str = "sdpa",
         models: list[str] | None = None,
+        quantize: str | None = None,
+        max_memory: str | None = None,
+        device_map: dict | None = None,
     ):
-        check_attention(attn)
-        self.attn = attn
+        # How to load every model of the menu (model_backend.loading.load_model).
+        self.placement = {
+            "device": device,
+            "dtype": dtype,
+            "attn": attn,
+            "quantize": quantize,
+            "max_memory": max_memory,
+            "device_map": device_map,
+        }
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
         self.models = list(models or [model])
         if model not in self.models:
             self.models.insert(0, model)
@@ -329,23 +253,13 @@ class LocalBackend(Backend):
         self.load(model)
 
     def load(self, model: str) -> None:
-        """Load a checkpoint (after freeing the current one) and describe it."""
-        config = read_model_config(model)
-        check_native_format(model, config)
+        """Load a checkpoint (after freeing the current one; original-format checkpoints are
+        converted first, once) and describe it."""
         self.unload()
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                model, dtype=self.dtype, attn_implementation=self.attn
-            )
-        except OSError as error:
-            if Path(model).is_dir():
-                raise ModelLoadError(
-                    f"The folder {model} could not be loaded as a native InternVL checkpoint "
-                    f"({type(error).__name__}: {error})."
-                ) from error
-            raise ModelLoadError(cannot_fetch_message(model, error)) from error
-        self.model.to(self.device).eval()
+        loaded = load_model(model, **self.placement)
+        self.model, self.tokenizer, self.template = loaded.model, loaded.tokenizer, loaded.template
+        self.device = loaded.input_device
+        self.dtype = self.model.model.vision_tower.dtype  # pixels go in at the tower's dtype
         vision = self.model.config.vision_config
         self.tile_size = int(vision.image_size[0])
         self.tokens_per_tile = int(self.model.config.image_seq_length)
@@ -356,9 +270,10 @@ class LocalBackend(Backend):
         self.info = BackendInfo(
             model=model,
             kind="local",
-            device=f"{self.device} ({str(self.dtype).removeprefix('torch.')}, {self.attn})",
+            device=loaded.description,
             random_weights=Path(model, RANDOM_WEIGHTS_MARKER).is_file(),
             context_length=self.context_length,
+            system_prompt=self.template.system_prompt,
         )
 
     def unload(self) -> None:
@@ -421,7 +336,9 @@ class LocalBackend(Backend):
         dropped = 0
         while True:
             tiles, pixels_key = self.visual_tiles(conversation, settings.max_tiles)
-            prompt = build_prompt(conversation, [len(t) for t in tiles], self.tokens_per_tile)
+            prompt = build_prompt(
+                conversation, [len(t) for t in tiles], self.tokens_per_tile, self.template
+            )
             input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
             if input_ids.shape[1] + settings.max_new_tokens <= self.context_length:
                 break

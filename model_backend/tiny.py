@@ -12,41 +12,23 @@ random bytes: the app says so when it serves one.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from model_backend.native_files import (
+    GROUNDING_TOKENS,
+    IMAGE_TOKENS,
+    chat_template,
+    write_processor_configs,
+)
 
 # Marker file in the checkpoint folder; the app reads it to say the weights are random.
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
 
 # The same special tokens as the real InternVL 2.5 tokenizers (ChatML + image + grounding tags).
 CHAT_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-IMAGE_TOKENS = {
-    "start_image_token": "<img>",
-    "end_image_token": "</img>",
-    "context_image_token": "<IMG_CONTEXT>",
-    "video_token": "<video>",
-}
-GROUNDING_TOKENS = ["<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
-
-# The chat template the converted -hf checkpoints ship (ChatML; an image item becomes
-# <IMG_CONTEXT>). The app builds InternVL 2.5 prompts itself (model_backend.prompt); this is here
-# so the checkpoint is complete for other tools.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\\n' }}"
-    "{% elif content['type'] == 'video' %}{{ '<video>\\n' }}"
-    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}{{'<|im_end|>\\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{'<|im_start|>assistant\\n'}}{% endif %}"
-)
-
 TILE_SIZE = 448  # the real tile size, so tiling is exercised exactly as for the real models
 PATCH_SIZE = 56  # 8x8 patches per tile -> 16 image tokens per tile after pixel shuffle
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def build_tokenizer():
@@ -70,7 +52,7 @@ def build_tokenizer():
     # Like the real checkpoints, the grounding tags are special tokens (and so are stripped by a
     # plain skip_special_tokens decode; the backend keeps them on purpose).
     tokenizer.add_special_tokens({"additional_special_tokens": CHAT_TOKENS[1:] + GROUNDING_TOKENS})
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = chat_template()
     return tokenizer
 
 
@@ -109,37 +91,6 @@ def build_config(tokenizer):
         downsample_ratio=0.5,
         tie_word_embeddings=False,
     )
-
-
-def write_processor_configs(directory: Path, image_seq_length: int) -> None:
-    """Image and video processor configs as the converted checkpoints have them (448, ImageNet)."""
-    common = {
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "image_mean": IMAGENET_MEAN,
-        "image_std": IMAGENET_STD,
-        "resample": 3,  # bicubic
-        "rescale_factor": 1 / 255,
-        "size": {"height": TILE_SIZE, "width": TILE_SIZE},
-    }
-    image = {
-        **common,
-        "image_processor_type": "GotOcr2ImageProcessor",
-        "crop_to_patches": False,
-        "min_patches": 1,
-        "max_patches": 12,
-        "processor_class": "InternVLProcessor",
-    }
-    video = {**common, "video_processor_type": "InternVLVideoProcessor", "initial_shift": True}
-    processor = {"processor_class": "InternVLProcessor", "image_seq_length": image_seq_length}
-    for name, content in [
-        ("preprocessor_config.json", image),
-        ("video_preprocessor_config.json", video),
-        ("processor_config.json", processor),
-    ]:
-        (directory / name).write_text(json.dumps(content, indent=2) + "\n")
 
 
 def write_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:

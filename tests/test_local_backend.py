@@ -192,14 +192,19 @@ def test_out_of_memory_becomes_a_clear_error_and_the_backend_keeps_working(backe
     assert "".join(backend.stream(ask(), GenerationSettings(max_new_tokens=4)))
 
 
-def test_original_format_checkpoint_gets_a_clear_message(tmp_path):
+def test_an_original_format_checkpoint_that_cannot_be_converted_says_why(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "internvl_chat"}))
     with pytest.raises(ModelLoadError) as error:
         LocalBackend(str(tmp_path))
-    message = str(error.value)
-    assert "original-format" in message
-    assert "InternVL2_5-8B-MPO-hf" in message
-    assert "--backend openai" in message
+    assert "llm_config.architectures" in str(error.value)
+
+
+def test_a_checkpoint_of_another_family_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    with pytest.raises(ModelLoadError) as error:
+        LocalBackend(str(tmp_path))
+    assert "not an InternVL checkpoint" in str(error.value)
+    assert "converted on load" in str(error.value)
 
 
 def test_app_exits_2_with_one_paragraph_when_the_model_cannot_be_fetched(tmp_path):
