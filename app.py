@@ -23,11 +23,17 @@ from model_backend.errors import ModelLoadError
 
 log = logging.getLogger("app")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", None)
+TRUE = ("1", "true", "yes", "on")
 
 
 def env(name: str, default=None):
     """INTERNVL_<NAME> from the environment, or the default."""
     return os.environ.get(f"INTERNVL_{name.upper()}", default)
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no variable: 1, true, yes or on (any case) mean yes."""
+    return str(env(name, "")).strip().lower() in TRUE
 
 
 def env_list(name: str) -> list[str]:
@@ -92,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument("--host", default=env("host"), help="address (default 127.0.0.1)")
     server.add_argument("--port", type=int, default=env("port"), help="port (default 7860)")
     server.add_argument(
-        "--share", action="store_true", default=env("share", "") == "1", help="public link"
+        "--share", action="store_true", default=env_flag("share"), help="public link"
     )
     server.add_argument("--root-path", default=env("root_path"), help="behind a reverse proxy")
     server.add_argument(
@@ -118,6 +124,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="images per conversation (multi-image tab)",
     )
     args = parser.parse_args(argv)
+    if args.backend == "openai" and not args.endpoint:
+        parser.error("--backend openai needs --endpoint http://HOST:PORT/v1 (the engine's URL)")
+    # Gradio's own variable shares too: treat it as --share (and warn when there is no --auth).
+    args.share = args.share or os.environ.get("GRADIO_SHARE", "").strip().lower() in TRUE
     args.model = args.model or env_list("model") or [DEFAULT_MODEL]
     if args.concurrency is None:
         args.concurrency = 16 if args.backend == "openai" else 1
@@ -163,8 +173,6 @@ def make_backend(args: argparse.Namespace):
     if args.backend == "openai":
         from model_backend.remote import OpenAIBackend
 
-        if not args.endpoint:
-            raise ModelLoadError("--backend openai needs --endpoint http://HOST:PORT/v1")
         return OpenAIBackend(args.endpoint, args.api_key, args.served_model, args.engine)
     from model_backend.local import LocalBackend
 
@@ -204,16 +212,27 @@ def main(argv: list[str] | None = None) -> int:
         print(warning, file=sys.stderr)
     from interface.layout import CSS
 
-    demo.launch(
+    # quiet: Gradio's own hint ("set share=True in launch()") is wrong for this app.
+    _, local_url, share_url = demo.launch(
         server_name=args.host,
         server_port=args.port,
-        share=args.share or None,  # None: Gradio reads GRADIO_SHARE
+        share=args.share,
         auth=auth or None,
         root_path=args.root_path,
         max_file_size=args.max_file_size,
         show_error=True,
         css=CSS,
+        quiet=True,
+        prevent_thread_lock=True,
     )
+    print(f"The demo is running at {local_url}", file=sys.stderr)
+    if share_url:
+        print(f"Public link: {share_url}", file=sys.stderr)
+    elif not args.share:
+        print(
+            "For a public link, start it with --share (and --auth user:password).", file=sys.stderr
+        )
+    demo.block_thread()
     return 0
 
 

@@ -2,7 +2,10 @@
 InternVL2_5-2B-MPO and -8B-MPO shapes (bf16, one image at 12 tiles), against the
 memory-bandwidth bound (every weight read once per token). Needs a CUDA GPU:
 
-    python -m benchmarks gpu --bandwidth-gbs 3350     # H100 SXM; 4800 for an H200
+    python -m benchmarks gpu
+
+The bound uses the card's memory bandwidth: 3,350 GB/s for an H100 SXM, 4,800 for an H200
+(read from the device name; other cards: pass `bandwidth_gbs` to `run`).
 
 No download: the configurations are written here from the published model sizes.
 """
@@ -100,13 +103,19 @@ def measure(model, new_tokens: int = 128) -> tuple[float, float]:
     return first, 1 / decode
 
 
-def run(bandwidth_gbs: float = 3350.0, runs: int = 3) -> str:
+BANDWIDTH_GBS = {"H200": 4800.0, "H100": 3350.0}
+
+
+def run(bandwidth_gbs: float | None = None, runs: int = 3) -> str:
     import torch
 
     if not torch.cuda.is_available():
         return (
             "### 7. GPU\n\nNo CUDA GPU here: not measured (see benchmarks/gpu.py for the command)."
         )
+    if bandwidth_gbs is None:
+        name = torch.cuda.get_device_name(0)
+        bandwidth_gbs = next((v for k, v in BANDWIDTH_GBS.items() if k in name), 3350.0)
     rows = [
         [
             "model",

@@ -18,8 +18,10 @@ import json
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 
@@ -157,30 +159,70 @@ def available_cpu_memory() -> int:
 
 def read_model_config(model: str) -> dict:
     """config.json of a local folder or a Hub repo (from the cache when offline)."""
-    folder = Path(model)
+    folder = Path(model).expanduser()
     if folder.is_dir():
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise ModelLoadError(f"{model} is a folder but has no config.json: not a checkpoint.")
         return json.loads(config_path.read_text())
-    from huggingface_hub import hf_hub_download
+    if not HUB_ID.fullmatch(model):
+        raise ModelLoadError(
+            f"The folder {model} does not exist (looked in {folder.resolve()}). Check the path; "
+            f"a Hugging Face Hub id looks like OpenGVLab/InternVL2_5-8B."
+        )
+    from huggingface_hub import constants, hf_hub_download
 
+    try:  # the cache first: no network needed, and nothing to wait for
+        cached = hf_hub_download(model, "config.json", local_files_only=True)
+    except Exception:  # not cached (the hub client raises many kinds)
+        cached = None
+    unreachable = not constants.HF_HUB_OFFLINE and not hub_reachable(constants.ENDPOINT)
+    if cached:
+        if unreachable:  # use the cache without the hub client's retries on every file
+            log.warning(
+                "%s cannot be reached: using the cached copy of %s", constants.ENDPOINT, model
+            )
+            constants.HF_HUB_OFFLINE = True
+        return json.loads(Path(cached).read_text())
+    if unreachable:
+        # Said at once: the hub client would retry with back-off for most of a minute.
+        raise ModelLoadError(cannot_fetch_message(model, f"{constants.ENDPOINT} cannot be reached"))
     try:
         return json.loads(Path(hf_hub_download(model, "config.json")).read_text())
     except Exception as error:  # the hub client raises many kinds; all mean "cannot get it"
         raise ModelLoadError(cannot_fetch_message(model, error)) from error
 
 
-def cannot_fetch_message(model: str, error: Exception) -> str:
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub opens (behind a proxy: assume it does)."""
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def cannot_fetch_message(model: str, error: Exception | str) -> str:
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {first_line(error)}"
     return (
         f"Could not load the model '{model}': it is not a local folder, and its files could not "
-        f"be downloaded from the Hugging Face Hub or found in the local cache "
-        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}). "
+        f"be downloaded from the Hugging Face Hub or found in the local cache ({reason}). "
         f"If this machine has no network, download the model elsewhere and pass its folder with "
         f"--model PATH, or try the demo without any download on a tiny random-weight "
         f"checkpoint: python -m model_backend.tiny ./tiny-model && python app.py --model "
         f"./tiny-model"
     )
+
+
+def first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else "no details"
 
 
 def check_format(model: str, config: dict) -> None:
@@ -461,6 +503,8 @@ def load_model(
     check_quantize(quantize)
     limits = parse_max_memory(max_memory)
     target = resolve_device(device)
+    if limits and target.type != "cuda":
+        raise ModelLoadError("--max-memory places the model over GPUs, and there is none here.")
     torch_dtype = resolve_dtype(dtype, target)
     several_gpus = target.type == "cuda" and device == "auto" and torch.cuda.device_count() > 1
     config = read_model_config(model)

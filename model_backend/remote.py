@@ -192,7 +192,8 @@ class OpenAIBackend(Backend):
         try:  # a short wait: this runs at start-up, and a healthy engine answers at once
             return [model.id for model in self.client.with_options(timeout=15).models.list()]
         except openai.APIError as error:
-            raise self.explain(error) from error
+            # At start-up there is no conversation yet to keep.
+            raise self.explain(error, conversation=False) from error
 
     def select_model(self, model: str) -> None:
         if model not in self.models:
@@ -202,14 +203,16 @@ class OpenAIBackend(Backend):
             model=model, kind="openai", device=f"{self.engine} at {self.endpoint}"
         )
 
-    def explain(self, error: Exception) -> GenerationError:
-        """A message a user can act on, for everything the client can raise."""
+    def explain(self, error: Exception, conversation: bool = True) -> GenerationError:
+        """A message a user can act on, for everything the client can raise (`conversation`:
+        whether a conversation is waiting for the answer)."""
         if isinstance(error, openai.APITimeoutError):
             return GenerationError(f"The engine at {self.endpoint} did not answer in time.")
         if isinstance(error, openai.APIConnectionError):
+            kept = " The conversation is kept; send again once the engine is back."
             return GenerationError(
-                f"Cannot reach the engine at {self.endpoint}: is it running? The conversation "
-                f"is kept; send again once the engine is back."
+                f"Cannot reach the engine at {self.endpoint}: is it running?"
+                + (kept if conversation else "")
             )
         if isinstance(error, openai.NotFoundError):
             return GenerationError(

@@ -180,6 +180,8 @@ def test_quantize_is_refused_without_cuda(tiny_checkpoint):
     with pytest.raises(ModelLoadError) as error:
         LocalBackend(str(tiny_checkpoint), device="cpu", quantize="8bit")
     assert "--quantize 8bit needs an NVIDIA GPU" in str(error.value)
+    with pytest.raises(ModelLoadError, match="--max-memory"):
+        LocalBackend(str(tiny_checkpoint), device="cpu", max_memory="0=10GiB")
 
 
 def test_the_split_path_generates_on_the_cpu(tiny_checkpoint):
