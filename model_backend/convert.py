@@ -104,6 +104,7 @@ QWEN2_FIELDS = (
 LANGUAGE_MODELS = {"InternLM2ForCausalLM": "internlm2", "Qwen2ForCausalLM": "qwen2"}
 NATIVE_QK_NORM_EPS = 1e-6  # the native vision attention's q/k RMSNorm has no eps setting
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # org/name
 
 
 class ConversionError(ModelLoadError):
@@ -351,8 +352,14 @@ def weight_shards(folder: Path) -> list[str]:
     """The safetensors files of a checkpoint, in order."""
     index = folder / WEIGHT_FILES[0]
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return sorted(set(weight_map.values()))
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [shard for shard in shards if not (folder / shard).is_file()]
+        if missing:
+            raise ConversionError(
+                f"{folder} is incomplete: {', '.join(missing)} named by its index is missing "
+                f"(an interrupted download?)."
+            )
+        return shards
     if (folder / WEIGHT_FILES[1]).is_file():
         return [WEIGHT_FILES[1]]
     found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
@@ -518,15 +525,23 @@ def internlm2_tokenizer(source: Path):
             single_word=entry.get("single_word", False),
         )
         core.add_special_tokens([token]) if token.special else core.add_tokens([token])
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         bos_token=config.get("bos_token", "<s>"),
         eos_token=config.get("eos_token", "</s>"),
         unk_token=config.get("unk_token", "<unk>"),
         pad_token=config.get("pad_token") or "</s>",
         clean_up_tokenization_spaces=False,
+        model_max_length=config.get("model_max_length", 32768),
         extra_special_tokens=IMAGE_TOKENS,
     )
+    # The chat and grounding tokens are special as in the original (so that <|im_end|> counts
+    # among the special ids, which the app hides from answers).
+    specials = [e["content"] for _, e in sorted(entries.items()) if e.get("special", True)]
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": specials}, replace_extra_special_tokens=False
+    )
+    return tokenizer
 
 
 def qwen2_tokenizer(source: Path):
@@ -545,6 +560,9 @@ def convert_tokenizer(source: Path, work: Path, original: OriginalConfig):
         for name in ("vocab.json", "merges.txt"):
             if (source / name).is_file():
                 shutil.copy2(source / name, work / name)
+    # IMAGE_TOKENS also names <video>, which the original vocabularies lack: it gets the next
+    # id, past the embeddings. It is only a placeholder that the native processor replaces by
+    # frames before tokenizing (and the demo's prompt builder never writes it).
     vocab = tokenizer.get_vocab()
     missing = [t for t in (*IMAGE_TOKENS.values(), *GROUNDING_TOKENS) if t not in vocab]
     if missing:
@@ -707,9 +725,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("destination", help="new folder for the native checkpoint")
     args = parser.parse_args(argv)
     try:
-        source = Path(args.source)
+        source = Path(args.source).expanduser()
         if not source.is_dir():
-            source = download_original(args.source)
+            if not HUB_ID.fullmatch(args.source):
+                raise ConversionError(f"The folder {args.source} does not exist.")
+            try:
+                source = download_original(args.source)
+            except Exception as error:  # the hub client raises many kinds
+                raise ConversionError(
+                    f"Could not download {args.source} from the Hugging Face Hub "
+                    f"({type(error).__name__}). Without network, pass a local folder."
+                ) from error
         convert_checkpoint(source, args.destination, record={"source": args.source})
     except ModelLoadError as error:
         print(f"\n{error}\n", file=sys.stderr)

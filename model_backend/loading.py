@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import re
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ import torch
 
 from model_backend.convert import (
     CONVERSION_RECORD,
+    CONVERTER_VERSION,
+    HUB_ID,
     WEIGHT_FILES,
     cleanup_partial,
     convert_checkpoint,
@@ -37,6 +41,7 @@ from model_backend.convert import (
 )
 from model_backend.errors import ModelLoadError
 from model_backend.prompt import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate
+from model_backend.zerogpu import on_zero_gpu
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,8 @@ PLANNED_TOKENS = 13 * 256 + 512 + 2048
 ACTIVATIONS = 1.5 * 2**30  # vision tower on 13 tiles, logits, CUDA context: a rough allowance
 QUANTIZED_BYTES_PER_PARAMETER = {"8bit": 1.0, "4bit": 0.55}  # 4-bit: nf4 + scales
 # The modules that stay in 16-bit when quantizing (4-bit is known to break InternViT-6B).
-UNQUANTIZED_MODULES = ["vision_tower", "multi_modal_projector", "lm_head"]
+# Full names from the root: transformers matches them as prefixes (or as name endings).
+UNQUANTIZED_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,9 +199,6 @@ def read_model_config(model: str) -> dict:
         raise ModelLoadError(cannot_fetch_message(model, error)) from error
 
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
 def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the Hub opens (behind a proxy: assume it does)."""
     if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
@@ -275,14 +278,9 @@ class MemoryEstimate:
 
 def weight_bytes(model: str) -> int | None:
     """Size of the checkpoint's weights, from its index (or files); None when unknown."""
-    folder = Path(model)
+    folder = Path(model).expanduser()
     if not folder.is_dir():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            folder = Path(hf_hub_download(model, WEIGHT_FILES[0])).parent
-        except Exception:  # a single-file repo, or offline: no estimate, no harm
-            return None
+        return hub_weight_bytes(model)
     index = folder / WEIGHT_FILES[0]
     if index.is_file():
         size = json.loads(index.read_text()).get("metadata", {}).get("total_size")
@@ -290,6 +288,25 @@ def weight_bytes(model: str) -> int | None:
             return int(size)
     files = list(folder.glob("*.safetensors"))
     return sum(f.stat().st_size for f in files) or None
+
+
+def hub_weight_bytes(model: str) -> int | None:
+    """From the safetensors headers on the Hub (sharded or not), without the weights."""
+    from huggingface_hub import constants, get_safetensors_metadata, hf_hub_download
+
+    try:  # a sharded checkpoint's index, cached from an earlier start
+        cached = hf_hub_download(model, WEIGHT_FILES[0], local_files_only=True)
+        return json.loads(Path(cached).read_text())["metadata"]["total_size"]
+    except Exception:  # not cached, or not sharded
+        pass
+    if constants.HF_HUB_OFFLINE:
+        return None
+    try:
+        metadata = get_safetensors_metadata(model)
+    except Exception:  # offline, or no safetensors: no estimate, no harm
+        return None
+    sizes = {"F32": 4, "F16": 2, "BF16": 2, "I8": 1, "U8": 1, "F64": 8, "I64": 8, "I32": 4}
+    return sum(count * sizes.get(dtype, 2) for dtype, count in metadata.parameter_count.items())
 
 
 def estimate_memory(
@@ -300,12 +317,18 @@ def estimate_memory(
     element = torch.finfo(dtype).bits // 8
     weights = checkpoint_bytes * element // 2
     if quantize:
-        vision = vision_parameters(config) * element
-        language = max(0, weights - vision) / element
-        weights = vision + int(language * QUANTIZED_BYTES_PER_PARAMETER[quantize])
+        # The vision tower, projector, embeddings and output layer stay in 16 bit.
+        kept = (vision_parameters(config) + 2 * embedding_parameters(config)) * element
+        language = max(0, weights - kept) / element
+        weights = kept + int(language * QUANTIZED_BYTES_PER_PARAMETER[quantize])
     layers, kv_heads, head_dim = language_model_shape(config)
     kv_cache = 2 * layers * kv_heads * head_dim * PLANNED_TOKENS * element
     return MemoryEstimate(weights, kv_cache, int(ACTIVATIONS))
+
+
+def embedding_parameters(config: dict) -> int:
+    text = config.get("text_config") or config.get("llm_config") or {}
+    return text.get("vocab_size", 92553) * text.get("hidden_size", 4096)
 
 
 def check_fits(model: str, estimate: MemoryEstimate, available: int, where: str) -> None:
@@ -441,30 +464,65 @@ def folder_key(folder: Path) -> str:
 
 def native_checkpoint(model: str, config: dict, progress: bool = True) -> str:
     """The native checkpoint to load for `model`: itself, or its converted copy (made now if
-    there is none yet)."""
+    there is none yet; two apps starting at once convert once, the second waits)."""
     if not is_original_format(config):
         return model
-    folder = Path(model)
-    if folder.is_dir():
-        source, key = folder, folder_key(folder)
-    else:
-        try:
-            source = download_original(model)
-        except Exception as error:  # the hub client raises many kinds
-            raise ModelLoadError(cannot_fetch_message(model, error)) from error
-        key = source.name[:16]  # the snapshot folder is named by the commit
-    root = converted_root()
+    folder = Path(model).expanduser()
+    key = folder_key(folder) if folder.is_dir() else hub_revision(model)
     name = folder.name if folder.is_dir() else re.sub(r"[^A-Za-z0-9_.-]+", "--", model)
-    destination = root / f"{name}-{key}"
+    root = converted_root()
+    destination = root / f"{name}-{key}-v{CONVERTER_VERSION}"
     if destination.is_dir():  # only a complete conversion is ever renamed to this name
         log.info("Using the converted copy %s", destination)
         return str(destination)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in cleanup_partial(root):
-        log.info("Removed an unfinished conversion: %s", stale)
-    log.info("Converting %s into the native format, once (later starts reuse it)", model)
-    convert_checkpoint(source, destination, progress=progress, record={"source": str(model)})
+    with open(root / f".{destination.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if destination.is_dir():  # converted by another start while this one waited
+            return str(destination)
+        for stale in cleanup_partial(root):
+            log.info("Removed an unfinished conversion: %s", stale)
+        if folder.is_dir():
+            source = folder
+        else:
+            check_disk_for_download(model, root)
+            source = download(model)
+        log.info("Converting %s into the native format, once (later starts reuse it)", model)
+        convert_checkpoint(source, destination, progress=progress, record={"source": model})
+    older = sorted(p.name for p in root.glob(f"{name}-*") if p != destination and p.is_dir())
+    if older:
+        log.info("Older converted copies of %s in %s: %s", model, root, ", ".join(older))
     return str(destination)
+
+
+def hub_revision(model: str) -> str:
+    """The commit of the Hub repo's snapshot (its config.json is already in the cache)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(model, "config.json")).parent.name[:16]
+    except Exception as error:  # the hub client raises many kinds
+        raise ModelLoadError(cannot_fetch_message(model, error)) from error
+
+
+def download(model: str) -> Path:
+    try:
+        return download_original(model)
+    except Exception as error:  # the hub client raises many kinds
+        raise ModelLoadError(cannot_fetch_message(model, error)) from error
+
+
+def check_disk_for_download(model: str, root: Path) -> None:
+    """Before downloading an original checkpoint: room for its converted copy."""
+    needed = weight_bytes(model)
+    free = shutil.disk_usage(root).free
+    if needed and needed > free:
+        raise ModelLoadError(
+            f"Converting {model} needs {gigabytes(needed)} of disk in {root} for the converted "
+            f"copy (and as much again in the Hugging Face cache for the download), and only "
+            f"{gigabytes(free)} is free there. Free some space, or set INTERNVL_CONVERTED_DIR "
+            f"to a bigger disk."
+        )
 
 
 def checkpoint_template(folder: str) -> PromptTemplate:
@@ -503,8 +561,7 @@ def load_model(
     check_quantize(quantize)
     limits = parse_max_memory(max_memory)
     target = resolve_device(device)
-    if limits and target.type != "cuda":
-        raise ModelLoadError("--max-memory places the model over GPUs, and there is none here.")
+    check_limits(limits, target)
     torch_dtype = resolve_dtype(dtype, target)
     several_gpus = target.type == "cuda" and device == "auto" and torch.cuda.device_count() > 1
     config = read_model_config(model)
@@ -516,7 +573,8 @@ def load_model(
 
         native = AutoConfig.from_pretrained(path)
         device_map = plan_device_map(native, gpu_memory(limits), torch_dtype, quantize)
-    elif device_map is None and quantize:
+    elif device_map is None and target.type == "cuda" and not on_zero_gpu():
+        # Straight onto the GPU (not through host memory). ZeroGPU wants .to("cuda") instead.
         device_map = {"": target.index or 0}
     loaded = from_pretrained(path, model, torch_dtype, attn, quantize, device_map)
     if device_map is None:
@@ -531,6 +589,22 @@ def load_model(
         description=describe(input_device, device_map, torch_dtype, attn, quantize),
         path=path,
     )
+
+
+def check_limits(limits: dict[int, int], target: torch.device) -> None:
+    if not limits:
+        return
+    if target.type != "cuda":
+        raise ModelLoadError("--max-memory places the model over GPUs, and there is none here.")
+    count = torch.cuda.device_count()
+    unknown = sorted(gpu for gpu in limits if gpu >= count)
+    if unknown:
+        raise ModelLoadError(
+            f"--max-memory names GPU {', '.join(map(str, unknown))}, but this machine has "
+            f"{count} GPU(s), numbered from 0."
+        )
+    if target.index is not None and target.index not in limits:
+        log.warning("--device %s is not among the --max-memory GPUs: using those", target)
 
 
 def check_memory(model, config, target, dtype, quantize, limits, several_gpus) -> None:

@@ -265,7 +265,9 @@ class LocalBackend(Backend):
         self.tokens_per_tile = int(self.model.config.image_seq_length)
         self.context_length = int(self.model.config.text_config.max_position_embeddings)
         visible = {self.tokenizer.convert_tokens_to_ids(t) for t in VISIBLE_SPECIAL_TOKENS}
-        self.hidden_ids = set(self.tokenizer.all_special_ids) - visible
+        added = self.tokenizer.added_tokens_decoder
+        special = set(self.tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
+        self.hidden_ids = special - visible
         self.stop_ids = self._stop_token_ids()
         self.info = BackendInfo(
             model=model,

@@ -149,6 +149,7 @@ def test_internlm2_tokenizer_gives_the_original_ids(originals, converted):
 
 
 def test_qwen2_tokenizer_is_kept(originals, converted):
+    """The original code loads Qwen2Tokenizer from these files: same ids after conversion."""
     from transformers import AutoTokenizer, Qwen2Tokenizer
 
     source = originals[("qwen2", "300m")]
@@ -249,10 +250,13 @@ def test_a_killed_conversion_leaves_no_usable_cache(originals, tmp_path, monkeyp
         timeout=300,
     )
     assert killed.returncode == -9
-    left = list((tmp_path / "cache").iterdir())
-    assert left and all(".partial-" in p.name for p in left)  # nothing under a usable name
+    def folders():
+        return [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+
+    left = folders()
+    assert left and all(".partial-" in name for name in left)  # nothing under a usable name
     path = loading.native_checkpoint(source, loading.read_model_config(source), progress=False)
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == [os.path.basename(path)]
+    assert folders() == [os.path.basename(path)]  # the unfinished one was removed
     assert (tmp_path / "cache" / os.path.basename(path) / "config.json").is_file()
 
 
@@ -300,3 +304,56 @@ def test_app_serves_every_tab_on_an_original_checkpoint_and_converts_once(
     monkeypatch.setattr(loading, "convert_checkpoint", no_second_conversion)
     again = LocalBackend(str(source), device="cpu")
     assert again.model.config.image_token_id == backend.model.config.image_token_id
+
+
+def test_internlm2_chat_tokens_stay_special_so_answers_hide_them(converted):
+    from model_backend.local import LocalBackend
+
+    backend = LocalBackend(str(converted[("internlm2", "300m")]), device="cpu")
+    tokenizer = backend.tokenizer
+    for token in ("<|im_end|>", "<|im_start|>", "<IMG_CONTEXT>"):
+        assert tokenizer.convert_tokens_to_ids(token) in backend.hidden_ids, token
+    assert tokenizer.convert_tokens_to_ids("<ref>") not in backend.hidden_ids  # grounding shows
+    assert tokenizer.model_max_length == 8192  # from the original tokenizer_config.json
+
+
+def test_two_starts_at_once_convert_once(originals, tmp_path, monkeypatch):
+    import threading
+
+    from model_backend import loading
+
+    monkeypatch.setenv("INTERNVL_CONVERTED_DIR", str(tmp_path / "cache"))
+    source = str(originals[("qwen2", "6b")])
+    config = loading.read_model_config(source)
+    conversions = []
+    real = loading.convert_checkpoint
+
+    def counted(*args, **kwargs):
+        conversions.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "convert_checkpoint", counted)
+    paths = []
+    starts = [
+        threading.Thread(target=lambda: paths.append(loading.native_checkpoint(source, config)))
+        for _ in range(2)
+    ]
+    for start in starts:
+        start.start()
+    for start in starts:
+        start.join()
+    assert len(paths) == 2 and paths[0] == paths[1]
+    assert len(conversions) == 1
+    assert paths[0].endswith(f"-v{convert.CONVERTER_VERSION}")
+
+
+def test_command_line_says_a_missing_folder_is_missing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "model_backend.convert", "./no-such-folder", str(tmp_path / "o")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr

@@ -202,3 +202,35 @@ def test_the_split_path_generates_on_the_cpu(tiny_checkpoint):
     stream = backend.stream(conversation, GenerationSettings(max_new_tokens=5))
     assert "".join(stream)
     assert stream.stats.new_tokens == 5
+
+
+def test_quantize_leaves_the_vision_tower_projector_and_output_layer_in_16_bit():
+    """transformers matches the skipped modules by full name: a name that matched nothing
+    would quantize the vision tower too (4-bit breaks InternViT-6B)."""
+    from transformers import InternVLForConditionalGeneration
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from model_backend.loading import UNQUANTIZED_MODULES
+
+    config = native_config(read_original_config(ORIGINAL_CONFIGS["InternVL2_5-26B"]), IDS)
+    config.vision_config.num_hidden_layers = config.text_config.num_hidden_layers = 1
+    with torch.device("meta"):
+        model = InternVLForConditionalGeneration(config)
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    quantized = {n for n in linear if should_convert_module(n, UNQUANTIZED_MODULES)}
+    assert quantized and all(n.startswith("model.language_model.layers.") for n in quantized)
+    kept = set(linear) - quantized
+    assert {n.split(".")[1] if n.startswith("model.") else n for n in kept} == {
+        "vision_tower",
+        "multi_modal_projector",
+        "lm_head",
+    }
+
+
+def test_max_memory_naming_a_missing_gpu_is_refused(monkeypatch):
+    from model_backend.loading import check_limits
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_limits({0: GiB, 1: GiB}, torch.device("cuda"))
+    with pytest.raises(ModelLoadError, match="names GPU 2, but this machine has 2"):
+        check_limits({0: GiB, 2: GiB}, torch.device("cuda"))
