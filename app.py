@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if warning:
         print(warning, file=sys.stderr)
     from interface.layout import CSS
+    from interface.security import secure_launch_options
 
     # quiet: Gradio's own hint ("set share=True in launch()") is wrong for this app.
     _, local_url, share_url = demo.launch(
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         css=CSS,
         quiet=True,
         prevent_thread_lock=True,
+        **secure_launch_options(),  # Content-Security-Policy, login throttling and checks
     )
     print(f"The demo is running at {local_url}", file=sys.stderr)
     if share_url:

@@ -14,6 +14,7 @@ from interface.image_chat import question_text
 from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
+from model_backend.media import DECODE_SLOTS
 
 VIDEO_TYPES = [".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -150,12 +151,16 @@ def build_video_chat_tab(
             gr.Warning(str(error))
             return []
 
+    # Previews queue up (a few decodes at a time, as many as the backend decodes at once),
+    # and a page asks for only its latest one: dragging the slider does not stack decodes.
     gr.on(
         [video.change, num_frames.release, start.submit, start.blur, end.submit, end.blur],
         show_frames,
         sampling,
         frames,
-        concurrency_limit=None,
+        concurrency_id="video-preview",
+        concurrency_limit=DECODE_SLOTS.count,
+        trigger_mode="always_last",
         api_visibility="private",
     )
 

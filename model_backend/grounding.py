@@ -140,6 +140,14 @@ def parse_boxes(text: str, width: int, height: int) -> list[Box]:
     ]
 
 
+def scale_boxes(boxes: Iterable[Box], x_scale: float, y_scale: float) -> list[Box]:
+    """The boxes in pixels of a resized copy of their image (`x_scale` = copy width / width)."""
+    return [
+        Box(box.label, box.x1 * x_scale, box.y1 * y_scale, box.x2 * x_scale, box.y2 * y_scale)
+        for box in boxes
+    ]
+
+
 def _parse_box_body(body: str) -> list[NormBox]:
     """Read the valid quadruples of a ``<box>`` body, skipping malformed groups."""
     boxes = []

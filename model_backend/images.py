@@ -21,8 +21,14 @@ from model_backend.errors import InputError
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
-def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open an image file and return it as upright RGB, or raise InputError saying why not."""
+def load_image(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None
+) -> Image.Image:
+    """Open an image file and return it as upright RGB, or raise InputError saying why not.
+
+    With `max_side`, the image is scaled down to at most that many pixels on its long side, and
+    a JPEG is decoded at a reduced scale to begin with (a 64 MP photo is never held in full).
+    """
     path = Path(path)
     name = path.name
     try:
@@ -36,8 +42,13 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 check_size(name, *image.size, max_pixels)
+                if max_side is not None:
+                    image.draft(image.mode, fitted_size(*image.size, max_side))
                 image.load()
-                return to_rgb(image)
+                image = to_rgb(image)
+                if max_side is not None:
+                    image.thumbnail((max_side, max_side))
+                return image
     except InputError:
         raise
     except Image.DecompressionBombError as error:
@@ -49,12 +60,21 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise InputError(f"The image {name} is damaged or truncated and cannot be read.") from error
 
 
-def check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+def check_size(name: str, width: int, height: int, max_pixels: int, kind: str = "image") -> None:
+    """Refuse an image (or a video's frames: `kind="video"`) of more than `max_pixels` pixels."""
     if width * height > max_pixels:
         raise InputError(
-            f"The image {name} is {width}x{height} = {width * height:,} pixels; the limit is "
+            f"The {kind} {name} is {width}x{height} = {width * height:,} pixels; the limit is "
             f"{max_pixels:,} pixels. Please resize it."
         )
+
+
+def fitted_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled down, aspect ratio kept, so that neither side exceeds `max_side`."""
+    scale = max_side / max(width, height)
+    if scale >= 1:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,31 @@ class BoundedCache:
         return len(self._items)
 
 
+class Slots:
+    """At most `count` holders at a time; the others wait their turn (a counting semaphore that
+    also says how many are waiting)."""
+
+    def __init__(self, count: int):
+        self.count = count
+        self.waiting = 0
+        self._semaphore = threading.Semaphore(count)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self.waiting += 1
+        try:
+            self._semaphore.acquire()
+        finally:
+            with self._lock:
+                self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
 def file_key(path: str | Path) -> tuple[str, int, int]:
     try:
         stat = Path(path).stat()
@@ -72,13 +98,17 @@ def _pixel_bytes(value) -> int:
 
 def _frame_bytes(value) -> int:
     frames, _ = value
-    return sum(frame.width * frame.height * 3 for frame in frames)
+    return sum(frame.width * frame.height * 4 for frame in frames)  # Pillow keeps RGB as RGBX
 
 
 # A 12-tile image is 31 MB of float32 tiles: 512 MB holds a long multi-image conversation.
 PIXEL_CACHE = BoundedCache(512 * 1024**2, _pixel_bytes)
-# Decoded frames of the last few videos (64 full-HD frames are 400 MB).
+# Decoded frames of the last few videos (64 full-HD frames are 530 MB in memory; frames are
+# decoded to at most full-HD's pixel count, so one video's frames always fit).
 FRAME_CACHE = BoundedCache(1024**3, _frame_bytes)
+# Videos decoded at once, whoever asks (gallery preview, new turn, API, remote engine): each
+# decode holds up to a few full-size frames inside FFmpeg and its sampled frames until cached.
+DECODE_SLOTS = Slots(2)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -112,9 +142,12 @@ def image_pixels(path: str, max_tiles: int, tile_size: int = TILE_SIZE) -> np.nd
 def sample_video(clip: VideoClip) -> tuple[list[Image.Image], list[float]]:
     """The clip's sampled frames (upright) and their timestamps, decoded once."""
     key = (file_key(clip.path), clip.num_frames, clip.start, clip.end)
-    return FRAME_CACHE.get_or_make(
-        key, lambda: read_frames(clip.path, clip.num_frames, clip.start, clip.end)
-    )
+
+    def decode() -> tuple[list[Image.Image], list[float]]:
+        with DECODE_SLOTS.held():
+            return read_frames(clip.path, clip.num_frames, clip.start, clip.end)
+
+    return FRAME_CACHE.get_or_make(key, decode)
 
 
 def frame_pixels(clip: VideoClip, tile_size: int = TILE_SIZE) -> list[np.ndarray]:

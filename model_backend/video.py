@@ -2,7 +2,11 @@
 
 - `sample_frame_indices`: InternVL's `get_index`, number for number.
 - `probe_video`: cheap facts about a file (frame count, fps, duration, size, rotation).
-- `read_frames`: decodes only the sampled frames, upright, with their stream timestamps.
+- `read_frames`: decodes only the sampled frames, upright and at a bounded size, with their
+  stream timestamps.
+
+Frame size is checked from the header before anything is decoded (a 100-byte GIF can declare a
+16000x16000 canvas), and FFmpeg's own `max_pixels` guard refuses bigger frames met later on.
 
 decord is deliberately not used: PyAV is the one backend, so there is one code path to test,
 and the seeking below already keeps time and memory independent of the video's length.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,11 +27,18 @@ import av
 from PIL import Image
 
 from model_backend.errors import InputError
+from model_backend.images import check_size
 
 __all__ = ["VideoInfo", "probe_video", "read_frames", "sample_frame_indices"]
 
 DEFAULT_MAX_BYTES = 2 * 1024**3
 DEFAULT_MAX_DURATION_S = 3 * 3600
+# Frames above 8K cinema size are refused: the decoder holds several full-size frames at once,
+# so this bounds what one decode can take (about 140 MB a frame at the limit, as BGRA).
+DEFAULT_MAX_PIXELS = 8192 * 4320
+# Sampled frames are decoded straight to at most this many pixels (64 of them take 530 MB). The
+# model's largest video grid (4 tiles of 448) has 0.8 MP, and full-HD frames come through as is.
+DEFAULT_OUT_PIXELS = 1920 * 1080
 
 # Decoding through a gap is cheaper than seeking until the gap is a couple of seconds (or a few
 # keyframe intervals: a seek lands on the keyframe before the target, so a shorter hop re-decodes).
@@ -46,7 +58,8 @@ _UPRIGHT = {
 class VideoInfo:
     """Facts about a video file, from `probe_video`.
 
-    `width`/`height` are as displayed, i.e. the size of the images `read_frames` returns.
+    `width`/`height` are as displayed (the images `read_frames` returns have this size, scaled
+    down to its `out_pixels` when larger).
     `rotation` is how far a player turns the stored picture clockwise (0, 90, 180 or 270);
     a phone video shot upright has 90.
     """
@@ -138,13 +151,17 @@ def sample_frame_indices(
 
 
 @contextmanager
-def _opened(path: str | os.PathLike[str]) -> Iterator[av.container.InputContainer]:
-    """Open `path` for reading; any FFmpeg failure inside the block becomes an InputError."""
+def _opened(path: str | os.PathLike[str], max_pixels: int) -> Iterator[av.container.InputContainer]:
+    """Open `path` for reading; any FFmpeg failure inside the block becomes an InputError.
+
+    Opening decodes a frame to learn the stream's parameters: `max_pixels` makes FFmpeg refuse
+    one larger than the limit instead of allocating it.
+    """
     name = Path(path).name
     if not Path(path).is_file():
         raise InputError(f"The video file {name!r} does not exist (was the upload interrupted?).")
     try:
-        with av.open(str(path), mode="r") as container:
+        with av.open(str(path), mode="r", options={"max_pixels": str(max_pixels)}) as container:
             yield container
     except av.FFmpegError as e:
         # Broken headers, truncated data and non-video files all surface here.
@@ -162,6 +179,48 @@ def _video_stream(container: av.container.InputContainer, name: str) -> av.Video
     kinds = sorted({s.type for s in container.streams})
     found = f"; it only contains {' and '.join(kinds)}" if kinds else ""
     raise InputError(f"{name!r} has no video stream{found}. Please upload a video.")
+
+
+def _gif_canvas(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """A GIF's logical screen size from its first 10 bytes, or None for other files."""
+    with open(path, "rb") as file:
+        head = file.read(10)
+    if head[:6] not in (b"GIF87a", b"GIF89a") or len(head) < 10:
+        return None
+    return struct.unpack("<HH", head[6:10])
+
+
+def _header_size(path: str | os.PathLike[str], stream: av.VideoStream) -> tuple[int, int]:
+    """The frame size the header declares, (0, 0) when unknown.
+
+    FFmpeg forgets the size when its probe decode was refused for size (GIF, VP9, MJPEG), so a
+    GIF's canvas is read from the file itself: that is the classic pixel bomb.
+    """
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width and height:
+        return width, height
+    return _gif_canvas(path) or (0, 0)
+
+
+def _limit_frame_size(
+    path: str | os.PathLike[str], stream: av.VideoStream, max_pixels: int
+) -> None:
+    """Refuse a stream whose header declares frames over `max_pixels`, before any decoding;
+    make the decoder refuse larger frames later in the stream too."""
+    width, height = _header_size(path, stream)
+    check_size(Path(path).name, width, height, max_pixels, kind="video")
+    stream.codec_context.options = {"max_pixels": str(max_pixels)}
+
+
+@contextmanager
+def _opened_stream(
+    path: str | os.PathLike[str], max_pixels: int
+) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+    """The open container and its video stream, its frame size checked (see `_opened`)."""
+    with _opened(path, max_pixels) as container:
+        stream = _video_stream(container, Path(path).name)
+        _limit_frame_size(path, stream, max_pixels)
+        yield container, stream
 
 
 def _clockwise(frame: av.VideoFrame) -> int:
@@ -203,11 +262,20 @@ def _scan(
 
 
 def _probe_container(
-    container: av.container.InputContainer, stream: av.VideoStream, name: str
+    container: av.container.InputContainer, stream: av.VideoStream, name: str, max_pixels: int
 ) -> _Probe:
     """Probe an open container; reads only the first frame when the header has a frame count."""
     header_frames = stream.frames  # 0 when the container does not say (webm, mkv, ...)
-    first, packets, packets_end = _scan(container, stream, count_packets=header_frames <= 0)
+    try:
+        first, packets, packets_end = _scan(container, stream, count_packets=header_frames <= 0)
+    except av.ArgumentError as error:
+        if stream.codec_context.width:
+            raise
+        # No size in the header, and the decoder refused the first frame: most likely too big.
+        raise InputError(
+            f"Could not decode {name!r}: it is damaged, or its frames are larger than the "
+            f"limit of {max_pixels:,} pixels. Please resize it."
+        ) from error
     total = header_frames if header_frames > 0 else packets
     if total <= 0:
         raise InputError(f"{name!r} has a video stream but no frames in it.")
@@ -237,15 +305,15 @@ def _probe_container(
     return _Probe(info, fps, stream_end)
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+def probe_video(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoInfo:
     """Describe a video cheaply: header facts plus its first frame (for size and rotation).
 
     Without a frame count in the header (webm, mkv), packets are counted by demuxing only.
-    Raises `InputError` for anything that is not a readable video.
+    Raises `InputError` for anything that is not a readable video, or whose frames have more
+    than `max_pixels` pixels (checked from the header, before decoding).
     """
-    with _opened(path) as container:
-        name = Path(path).name
-        return _probe_container(container, _video_stream(container, name), name).info
+    with _opened_stream(path, max_pixels) as (container, stream):
+        return _probe_container(container, stream, Path(path).name, max_pixels).info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,9 +345,25 @@ def _timed_frames(
             yield t, frame
 
 
-def _to_image(frame: av.VideoFrame) -> Image.Image:
-    """RGB PIL image of the frame as a player shows it (display rotation applied)."""
-    image = frame.to_image()
+def bounded_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) scaled down, aspect ratio kept, to at most `max_pixels` pixels."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    new_width, new_height = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+    # A side rounded up to 1 pixel must not take the other past the budget.
+    new_width = max(1, min(new_width, max_pixels // new_height))
+    return new_width, max(1, min(new_height, max_pixels // new_width))
+
+
+def _to_image(frame: av.VideoFrame, out_pixels: int) -> Image.Image:
+    """RGB PIL image of the frame as a player shows it (display rotation applied), scaled down
+    to `out_pixels` in the same pass as the colour conversion (no full-size RGB copy)."""
+    size = bounded_size(frame.width, frame.height, out_pixels)
+    if size == (frame.width, frame.height):
+        image = frame.to_image()
+    else:
+        image = frame.to_image(width=size[0], height=size[1], interpolation="AREA")
     transpose = _UPRIGHT.get(_clockwise(frame))
     return image.transpose(transpose) if transpose is not None else image
 
@@ -305,6 +389,7 @@ def _decode_wanted(
     wanted: list[int],
     probe: _Probe,
     name: str,
+    out_pixels: int,
 ) -> dict[int, tuple[Fraction, Image.Image]]:
     """Decode just enough of the stream to return frame `i` for each sorted, unique `i`.
 
@@ -323,7 +408,7 @@ def _decode_wanted(
         # Several targets can share a frame (VFR, tiny videos): convert it only once.
         nonlocal converted
         if converted is None or converted[0] is not frame:
-            converted = (frame, (t, _to_image(frame)))
+            converted = (frame, (t, _to_image(frame, out_pixels)))
         return converted[1]
 
     k = 0
@@ -381,13 +466,17 @@ def read_frames(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    out_pixels: int = DEFAULT_OUT_PIXELS,
 ) -> tuple[list[Image.Image], list[float]]:
     """Read the `num_segments` frames InternVL's reference would sample from a video.
 
-    Returns RGB PIL images, upright as a player shows them, and each frame's timestamp in
-    seconds from the stream's start (its pts, not index / fps). The same index sampled twice
-    gives the same image object, decoded once. `start`/`end` bound the sampling in seconds.
-    Raises `InputError` for any problem with the file or the arguments.
+    Returns RGB PIL images, upright as a player shows them and scaled down (aspect ratio kept)
+    to at most `out_pixels` pixels, and each frame's timestamp in seconds from the
+    stream's start (its pts, not index / fps). The same index sampled twice gives the same
+    image object, decoded once. `start`/`end` bound the sampling in seconds. Raises
+    `InputError` for any problem with the file or the arguments, and for frames of more than
+    `max_pixels` pixels (from the header, before decoding).
     """
     name = Path(path).name
     if num_segments < 1:
@@ -397,8 +486,8 @@ def read_frames(
             f"{name!r} is {size / 1024**2:.0f} MiB; videos may be at most "
             f"{max_bytes / 1024**2:.0f} MiB. Please trim or compress it."
         )
-    with _opened(path) as container:
-        probe = _probe_container(container, _video_stream(container, name), name)
+    with _opened_stream(path, max_pixels) as (container, stream):
+        probe = _probe_container(container, stream, name, max_pixels)
     info = probe.info
     if info.duration_s > max_duration_s:
         raise InputError(
@@ -407,8 +496,7 @@ def read_frames(
         )
     _check_bound(start, end, info.duration_s)  # here, to name the container's real duration
     indices = sample_frame_indices(info.total_frames, info.fps, num_segments, start, end)
-    with _opened(path) as container:
-        stream = _video_stream(container, name)
+    with _opened_stream(path, max_pixels) as (container, stream):
         stream.thread_type = "AUTO"  # frame threads: several times faster on large videos
-        picked = _decode_wanted(container, stream, sorted(set(indices)), probe, name)
+        picked = _decode_wanted(container, stream, sorted(set(indices)), probe, name, out_pixels)
     return [picked[i][1] for i in indices], [float(picked[i][0]) for i in indices]

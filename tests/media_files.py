@@ -3,6 +3,7 @@ carry their own number in the pixels, so a test can tell exactly which frame it 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -65,4 +66,17 @@ def write_video(
                 frame.pts, frame.time_base = pts[i], time_base
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+    return path
+
+
+def write_gif_bomb(path: Path, width: int, height: int, frames: int) -> Path:
+    """A GIF of `frames` one-pixel frames on a `width` x `height` canvas: a few bytes a frame,
+    but a decoder paints every frame on the whole canvas (a pixel bomb)."""
+    data = bytearray(b"GIF89a" + struct.pack("<HHBBB", width, height, 0x80, 0, 0))
+    data += bytes((0, 0, 0, 255, 255, 255))  # a global palette of black and white
+    for i in range(frames):
+        data += b"\x21\xf9\x04\x00" + struct.pack("<H", 10) + b"\x00\x00"  # 0.1 s a frame
+        data += b"\x2c" + struct.pack("<HHHHB", i % width, 0, 1, 1, 0)  # a 1x1 image at (i, 0)
+        data += b"\x02\x02\x44\x01\x00"  # its LZW data: clear, pixel 0, end
+    path.write_bytes(bytes(data + b";"))
     return path

@@ -250,6 +250,7 @@ def test_a_killed_conversion_leaves_no_usable_cache(originals, tmp_path, monkeyp
         timeout=300,
     )
     assert killed.returncode == -9
+
     def folders():
         return [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()]
 

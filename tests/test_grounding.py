@@ -13,6 +13,7 @@ from model_backend.grounding import (
     label_colors,
     line_width,
     parse_boxes,
+    scale_boxes,
 )
 
 SIZES = [(640, 480), (300, 1000)]
@@ -408,3 +409,12 @@ def test_label_text_scales_with_image() -> None:
     big_band = _run_length(big, 1001, 599, -1, color)
     assert big_band >= 5 * small_band
     assert line_width(4000, 3000) == 15
+
+
+def test_boxes_scaled_to_a_smaller_copy_land_on_the_same_content() -> None:
+    # The grounding tab draws on a copy of at most 2048 px a side; boxes stay in full pixels.
+    full = parse_boxes("<ref>cat</ref><box>[[100, 200, 300, 400]]</box>", 8000, 6000)
+    assert full == [Box("cat", 800.0, 1200.0, 2400.0, 2400.0)]
+    assert scale_boxes(full, 2048 / 8000, 1536 / 6000) == parse_boxes(
+        "<ref>cat</ref><box>[[100, 200, 300, 400]]</box>", 2048, 1536
+    )

@@ -50,3 +50,100 @@ def test_no_grounding_tag_survives_rendering_of_garbage():
 )
 def test_model_output_cannot_make_the_browser_load_images(answer, shown):
     assert render_answer(answer) == shown
+
+
+# -- the allow-list: model-written markup never makes the browser load anything --------------
+
+URL = "http://tracker.example"
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        # Images of every markdown form become links.
+        (f"![see [this] here]({URL}/a)", f"[see [this] here]({URL}/a)"),
+        (f"![ref][r1]\n\n[r1]: {URL}/b", f"[ref][r1]\n\n[r1]: {URL}/b"),
+        (f"![short]\n\n[short]: {URL}/c", f"[short]\n\n[short]: {URL}/c"),
+        # Raw HTML is shown as text, whatever the tag.
+        (f'<video poster="{URL}/v"></video>', f'&lt;video poster="{URL}/v">&lt;/video>'),
+        (f'<svg><image href="{URL}/s"/></svg>', f'&lt;svg>&lt;image href="{URL}/s"/>&lt;/svg>'),
+        (f'<p style="background:url({URL}/p)">', f'&lt;p style="background:url({URL}/p)">'),
+        ("<!-- c --> <?x?> </b>", "&lt;!-- c --> &lt;?x?> &lt;/b>"),
+        # Also in a grounding label.
+        (
+            f"<ref><img src={URL}/l></ref><box>[[1, 2, 3, 4]]</box>",
+            f"**&lt;img src={URL}/l>** `[1, 2, 3, 4]`",
+        ),
+        # A backslash already makes `<` and `!` plain text; two backslashes do not.
+        ("\\<b> \\![a](b)", "\\<b> \\![a](b)"),
+        ("\\\\<b> \\\\![a](b)", "\\\\&lt;b> \\\\[a](b)"),
+    ],
+)
+def test_markup_that_loads_urls_is_shown_as_text(answer, shown):
+    assert render_answer(answer) == shown
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        # Fenced code shows exactly, re-fenced so that no parser can read it differently.
+        ("```html\n<img src=x>\n```\n<b>", "````html\n<img src=x>\n````\n&lt;b>"),
+        ("~~~\n```\n<x>\n~~~", "````\n```\n<x>\n````\n"),
+        ("```py\nstreaming <x>", "````py\nstreaming <x>\n````\n"),  # not closed yet
+        # A fence indented in a list comes out of the list rather than lose its code.
+        ("1. a:\n   ```\n   <div>\n   ```\n2. b", "1. a:\n````\n<div>\n````\n2. b"),
+        # Inline code is kept; when it holds markup it is written with entities.
+        ("`a < b` and `x`", "`a < b` and `x`"),
+        ("`<img src=x>`", "<code>&#60;img src&#61;x&#62;</code>"),
+        # A mermaid diagram (which can show images) stays code.
+        ("```mermaid\ngraph TD\n```", "````mermaid\ngraph TD\n````\n"),
+        ("> ```mermaid\n> graph", "> &#96;``mermaid\n> graph"),
+        # Line breaks are markdown's, not Python's.
+        ("a\r```\r<i>\r```", "a\n````\n<i>\n````\n"),
+        ("a\u2028```\n<i>", "a\u2028```\n&lt;i>"),
+    ],
+)
+def test_code_stays_exact_and_nothing_else_escapes_as_code(answer, shown):
+    assert render_answer(answer) == shown
+
+
+HOSTILE = [
+    f"![a [b] c]({URL}/1)",
+    f"![r][1]\n\n[1]: {URL}/2",
+    f'<audio src="{URL}/3">',
+    f'<input type="image" src="{URL}/4">',
+    "`` ` <img src=x> ` ``",
+    "\\`<img src=x>`",
+    "[a](x`y) <img src=x> `q`",
+    "```\ncode <img>\n```x\n```\n<img src=y>\n```",
+    "- item\n  ```\n  code\n<img src=z>",
+    "> ```\n> <img src=q>\n",
+    "$ <img src=m> $ and $$\n<img src=n>\n$$",
+    "<ref>`<img src=r>`</ref><box>[[1,2,3,4]]</box>",
+]
+
+
+def loading_tokens(markdown: str) -> list[str]:
+    """What a CommonMark parser (markdown-it) makes of `markdown` that could load a URL:
+    images, and raw HTML other than the <code> elements the renderer writes itself."""
+    from markdown_it import MarkdownIt
+
+    found = []
+    stack = MarkdownIt("commonmark").enable("table").parse(markdown)
+    while stack:
+        token = stack.pop()
+        stack += token.children or []
+        if token.type == "image" or token.type == "html_block":
+            found.append(token.content)
+        if token.type == "html_inline" and token.content not in ("<code>", "</code>"):
+            found.append(token.content)
+    return found
+
+
+def test_no_prefix_of_a_hostile_answer_renders_anything_that_loads():
+    """Every state of a streaming answer, read by an independent markdown parser."""
+    pytest.importorskip("markdown_it")
+    answer = "\n\n".join(HOSTILE)
+    assert loading_tokens(answer)  # raw, the parser does find images and HTML
+    for end in range(len(answer) + 1):
+        assert loading_tokens(render_answer(answer[:end])) == [], answer[:end]

@@ -18,7 +18,7 @@ import pytest
 from model_backend import video
 from model_backend.errors import InputError
 from model_backend.video import probe_video, read_frames, sample_frame_indices
-from tests.media_files import X264, pattern, read_number, write_video
+from tests.media_files import X264, pattern, read_number, write_gif_bomb, write_video
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: the reference formula, frame-number patterns, writing videos
@@ -372,3 +372,81 @@ def test_bad_arguments(small_mp4, kwargs, needle):
 def test_range_partly_outside_is_clamped_like_the_reference(small_mp4):
     images, _ = read_frames(small_mp4, 4, start=1.0, end=60.0)
     assert [read_number(im) for im in images] == sample_frame_indices(30, 25.0, 4, 1.0, 60.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame size: checked from the header before decoding, and frames decoded to a bounded size
+
+
+def test_default_limits_take_8k_video_and_refuse_a_gif_canvas_above_it(tmp_path):
+    bomb = write_gif_bomb(tmp_path / "wide.gif", 6000, 6000, 4)  # 36 MP canvas, 112 bytes
+    for read in (probe_video, lambda path: read_frames(path, 4)):
+        with pytest.raises(InputError, match=r"wide\.gif is 6000x6000 .* limit is 35,389,440"):
+            read(bomb)
+    assert video.DEFAULT_MAX_PIXELS >= 7680 * 4320  # 8K phone video is taken
+
+
+def _small_videos(tmp_path: Path) -> list[Path]:
+    return [
+        write_video(tmp_path / "h264.mp4", "libx264", 25, 8, options=X264),
+        write_video(tmp_path / "h264.mkv", "libx264", 25, 8, options=X264),
+        write_video(tmp_path / "vp9.webm", "libvpx-vp9", 25, 8, options=VP9),
+        write_video(tmp_path / "mjpeg.avi", "mjpeg", 25, 8, pix_fmt="yuvj420p"),
+        write_video(tmp_path / "anim.gif", "gif", 10, 8, pix_fmt="rgb8"),
+    ]
+
+
+def test_frames_over_the_limit_are_refused_in_every_container(tmp_path, monkeypatch):
+    # FFmpeg forgets the size of a stream whose probe frame it refused (GIF, VP9, MJPEG): the
+    # refusal still says why, and no frame is converted.
+    converted = []
+    monkeypatch.setattr(video, "_to_image", lambda *args: converted.append(args))
+    for path in _small_videos(tmp_path):
+        for read in (probe_video, lambda p, **limits: read_frames(p, 4, **limits)):
+            with pytest.raises(InputError, match=r"limit (of|is) 3,071 pixels"):
+                read(path, max_pixels=64 * 48 - 1)
+        assert probe_video(path, max_pixels=64 * 48).width == 64  # exactly at the limit: fine
+    assert converted == []
+
+
+def test_bounded_size_keeps_the_aspect_ratio():
+    assert video.bounded_size(1920, 1080, 1920 * 1080) == (1920, 1080)
+    assert video.bounded_size(3840, 2160, 1920 * 1080) == (1920, 1080)
+    assert video.bounded_size(16000, 16000, 1920 * 1080) == (1440, 1440)
+    assert video.bounded_size(7000, 3, 1000) == (1000, 1)  # never 0 pixels a side
+    assert video.bounded_size(3, 7000, 1000) == (1, 1000)
+
+
+def _big_upright(n: int) -> np.ndarray:
+    """A 1600x2400 (w x h) portrait picture: red top half, blue bottom half."""
+    picture = np.zeros((2400, 1600, 3), np.uint8)
+    picture[:1200, :, 0] = 255
+    picture[1200:, :, 2] = 255
+    return picture
+
+
+def test_large_frames_are_decoded_straight_to_a_bounded_size(tmp_path):
+    # A phone's portrait video: stored 2400x1600 and turned by the player. The frames come back
+    # upright, at full-HD's pixel count at most, with the aspect ratio kept.
+    path = write_video(
+        tmp_path / "portrait.mp4",
+        "libx264",
+        25,
+        3,
+        display_rotation=-90,
+        options={"preset": "ultrafast"},
+        make_frame=lambda n: np.ascontiguousarray(np.rot90(_big_upright(n), k=1)),
+    )
+    info = probe_video(path)
+    assert (info.width, info.height) == (1600, 2400)  # the video's own size
+    images, _ = read_frames(path, 3)
+    for image in images:
+        width, height = image.size
+        assert width * height <= 1920 * 1080  # video.DEFAULT_OUT_PIXELS
+        assert abs(width / height - 1600 / 2400) < 0.01
+        pixels = np.asarray(image, np.float32)
+        assert pixels[: height // 2 - 8, :, 0].mean() > 200  # red on top
+        assert pixels[height // 2 + 8 :, :, 2].mean() > 200  # blue below
+    gif = write_gif_bomb(tmp_path / "canvas.gif", 4000, 2000, 3)  # under the limit, but large
+    images, _ = read_frames(gif, 3)
+    assert {image.size for image in images} == {video.bounded_size(4000, 2000, 1920 * 1080)}
