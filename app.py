@@ -118,6 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="answers generated at once (default 1 local, 16 with --backend openai)",
     )
     server.add_argument(
+        "--jobs-per-address",
+        type=int,
+        default=int(env("jobs_per_address", 8)),
+        help="requests one network address may have queued or running (a classroom behind "
+        "one address needs more; a session may have 4)",
+    )
+    server.add_argument(
         "--max-images",
         type=int,
         default=int(env("max_images", 8)),
@@ -192,7 +199,11 @@ def build_app(args: argparse.Namespace):
     from interface.layout import UIOptions, build_demo
 
     backend = make_backend(args)
-    options = UIOptions(concurrency_limit=args.concurrency, max_images=args.max_images)
+    options = UIOptions(
+        concurrency_limit=args.concurrency,
+        max_images=args.max_images,
+        jobs_per_address=args.jobs_per_address,
+    )
     demo = build_demo(backend, options)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)
     return backend, demo
@@ -210,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     warning = exposure_warning(args, auth)
     if warning:
         print(warning, file=sys.stderr)
+    from interface.export import exit_on_signals
     from interface.layout import CSS
     from interface.security import secure_launch_options
+
+    exit_on_signals()  # SIGTERM and SIGINT end the app like Ctrl+C: its temp files are removed
 
     # quiet: Gradio's own hint ("set share=True in launch()") is wrong for this app.
     _, local_url, share_url = demo.launch(

@@ -54,14 +54,15 @@ def through_app(client, tokens: int) -> tuple[float, float]:
     return first - start, last - first
 
 
-def start_app(checkpoint: str) -> tuple[subprocess.Popen, str]:
+def start_app(checkpoint: str, *flags: str) -> tuple[subprocess.Popen, str]:
     """The app as users run it, in its own process (so it does not share the client's GIL)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "app.py", "--model", checkpoint, "--device", "cpu"]
     process = subprocess.Popen(
-        [sys.executable, "app.py", "--model", checkpoint, "--device", "cpu", "--port", str(port)],
+        [*command, "--port", str(port), *flags],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

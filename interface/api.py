@@ -7,15 +7,24 @@ Every endpoint takes its media and question, then the same optional parameters b
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
+import re
 from collections.abc import Callable
 
 import gradio as gr
+from gradio_client.utils import is_valid_file
 
-from interface.chat import MODEL_QUEUE, stream_answer, user_message
+from interface.chat import (
+    MODEL_QUEUE,
+    ResultReader,
+    client_limit_validator,
+    stream_answer,
+    user_message,
+)
 from interface.conversation import to_conversation
-from interface.settings import SETTING_NAMES, make_settings
+from interface.settings import SETTING_NAMES, finite_number, make_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import GenerationError, InputError
 from model_backend.styles import DEFAULT_STYLE, normalize_style
@@ -33,6 +42,18 @@ API_SETTINGS = [
     "max_tiles",
 ]
 COMMON_NAMES = ["history", "system_prompt", "reasoning", "answer_style", *API_SETTINGS]
+# What the UI shows as a warning (old turns left out for length) starts the API's answer, one
+# paragraph each; an answer sent back in `history` loses them again.
+NOTICE_MARK = "⚠️ Notice: "
+_NOTICES = re.compile(f"^(?:{re.escape(NOTICE_MARK)}[^\n]*\n\n)+")
+
+
+def with_notices(text: str, notices: list[str]) -> str:
+    return "".join(f"{NOTICE_MARK}{notice}\n\n" for notice in notices) + text
+
+
+def without_notices(text: str) -> str:
+    return _NOTICES.sub("", text)
 
 
 def common_inputs(system_prompt: str) -> list:
@@ -56,13 +77,14 @@ def register_endpoint(
     concurrency_limit: int,
     description: str,
     outputs: Callable[[], list] = lambda: [gr.Textbox(label="answer")],
-    present: Callable[[str, dict], object] = lambda text, own: text,
+    present: Callable[[str, dict, bool], object] = lambda text, own, final: text,
 ) -> None:
     """A named, streaming endpoint with no UI of its own.
 
     Its parameters are the labels of `own_inputs()` (the endpoint's media and question) followed
     by the common ones; `build_turns(**own, history=...)` makes the conversation, and
-    `present(answer so far, own)` what each streamed output is.
+    `present(answer so far, own, final)` what each streamed output is; when it left something
+    out while the answer streamed (`own["stale"]`), it is called once more with final=True.
     """
     with gr.Column(visible=False):
         own_components = own_inputs()
@@ -70,24 +92,44 @@ def register_endpoint(
         results = outputs()
         trigger = gr.Button()
     own_names = [component.label for component in own_components]
+    own_numbers = [c.label for c in own_components if isinstance(c, gr.Number)]
+    own_file_types = take_file_types(own_components)
     names = [*own_names, *COMMON_NAMES]
 
-    def endpoint(*values):
+    def endpoint(request: gr.Request, *values):
         given = dict(zip(names, values, strict=True))
         own = {name: given[name] for name in own_names}
+
+        def build() -> list[dict]:
+            for name in own_numbers:  # None: the parameter's default (start, end)
+                if own[name] is not None:
+                    finite_number(name, own[name])
+            for name, file_types in own_file_types.items():
+                check_file_types(own[name], file_types)
+            return build_turns(**own, history=given["history"])
+
+        text = None
         for text in answer_request(
             backend,
-            lambda: build_turns(**own, history=given["history"]),
+            build,
             given["system_prompt"],
             given["reasoning"],
             given["answer_style"],
             tuple(given[name] for name in SETTING_NAMES),
+            concurrency_limit,
+            request,
         ):
-            yield present(text, own)
+            yield present(text, own, False)
+        if text is not None and own.get("stale"):
+            yield present(text, own, True)
 
     # gradio_client names the parameters, and tells required from optional, by the function's
     # signature: the media and the question are required, the rest default to their inputs'.
-    parameters = []
+    # Gradio passes the request to the parameter annotated gr.Request and leaves it out of
+    # the API.
+    parameters = [
+        inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request)
+    ]
     for index, (name, component) in enumerate(zip(names, inputs, strict=True)):
         default = inspect.Parameter.empty if index < 2 else component.value
         parameters.append(
@@ -103,7 +145,32 @@ def register_endpoint(
         api_name=api_name,
         concurrency_id=MODEL_QUEUE,
         concurrency_limit=concurrency_limit,
+        validator=client_limit_validator(len(inputs)),
     )
+
+
+def take_file_types(components: list) -> dict[str, list[str]]:
+    """The file types of the File inputs, by label, which the endpoint then checks itself.
+
+    Gradio checks them while reading the inputs, which it also does to validate a request
+    before queuing it; a wrong file would then reach gradio_client as a bare HTTP 400.
+    """
+    taken = {}
+    for component in components:
+        if isinstance(component, gr.File) and component.file_types:
+            taken[component.label] = component.file_types
+            component.file_types = None
+    return taken
+
+
+def check_file_types(files: str | list[str] | None, file_types: list[str]) -> None:
+    """Refuse, with Gradio's own message, a file that is not of `file_types`."""
+    for path in [files] if isinstance(files, str) else files or []:
+        if not is_valid_file(path, file_types):
+            raise InputError(
+                f"Invalid file type. Please upload a file that is one of these formats: "
+                f"{file_types}"
+            )
 
 
 def answer_request(
@@ -113,26 +180,42 @@ def answer_request(
     reasoning: bool,
     answer_style: str,
     settings_values: tuple,
+    concurrency_limit: int = 1,
+    request: gr.Request | None = None,
 ):
     """Check an API request and stream its answer; user errors end as a clean gr.Error.
 
     `build_turns()` returns the whole conversation (history + the new question, media attached).
+    Notices (old turns left out) start the answer.
     """
     try:
-        turns = build_turns()
-        turns[-1].update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
         settings = make_settings(*settings_values)
+        turns = build_turns()
+        for turn in turns:
+            if turn["role"] == "assistant":
+                turn["text"] = without_notices(turn["text"])
+        turns[-1].update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
         conversation = to_conversation(turns, system_prompt)
         conversation.check()
-        for path in conversation.image_paths:
-            backend.check_image(path)
     except InputError as error:
         raise gr.Error(str(error), print_exception=False) from None
-    except (TypeError, ValueError) as error:  # e.g. a number parameter sent as null
+    except (TypeError, ValueError, ArithmeticError) as error:  # e.g. a number sent as null
         raise gr.Error(f"Invalid parameter: {error}", print_exception=False) from None
+    notices: list[str] = []
+    reader = ResultReader(request)
+    steps = stream_answer(
+        backend,
+        conversation,
+        settings,
+        on_notice=notices.append,
+        concurrency_limit=concurrency_limit,
+        check_images=True,
+    )
     try:
-        for text, _stats in stream_answer(backend, conversation, settings):
-            yield text
+        with contextlib.closing(steps):  # an error below stops the model at once
+            for text, _stats in steps:
+                reader.check()
+                yield with_notices(text, notices)
     except Exception as error:
         if not isinstance(error, InputError | GenerationError):
             log.exception("generation failed")

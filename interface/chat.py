@@ -6,9 +6,11 @@ the chatbot to Regenerate/Undo/Clear and the Stop that really stops the model, l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import gradio as gr
@@ -18,11 +20,15 @@ from interface.export import write_exports
 from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SettingsControls, make_settings, settings_record
 from model_backend.base import (
+    KEEPALIVE_S,
+    MAX_QUESTION_CHARS,
     Backend,
     Conversation,
     GenerationSettings,
     GenerationStats,
     TextStream,
+    cancellable,
+    check_length,
 )
 from model_backend.errors import GenerationError, InputError
 from model_backend.styles import normalize_style
@@ -31,6 +37,15 @@ log = logging.getLogger(__name__)
 
 MODEL_QUEUE = "model"  # one concurrency group for every event that runs the model
 UPDATE_INTERVAL_S = 0.05  # at most 20 screen updates a second while an answer streams
+EXTRAS_INTERVAL_S = 0.25  # extra outputs (grounding drawings) while it streams: 4 a second
+PREPARE_THREAD = "internvl-prepare"
+# Requests one client may have waiting for or running on the model: a page has four tabs; an
+# address may hold several people (one network, a proxy).
+MAX_JOBS_PER_SESSION = 4
+MAX_JOBS_PER_ADDRESS = 8
+# A job whose updates nobody has read for this long (an API call whose result is never
+# fetched) is stopped: it would keep the model from everyone else.
+ABANDONED_AFTER_S = 5.0
 
 
 class ActiveStreams:
@@ -76,18 +91,125 @@ class ActiveStreams:
 ACTIVE_STREAMS = ActiveStreams()
 
 
+# ---------------------------------------------------------------------------------------------
+# Preparing an answer (images decoded and tiled, prompt built) off the request's own thread
+
+
+_PREPARING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PREPARING_LOCK = threading.Lock()
+
+
+def preparing_slots(backend: Backend, limit: int) -> threading.BoundedSemaphore:
+    """How many answers the backend may be preparing at once (the model queue's concurrency).
+
+    Gradio frees a cancelled job's place in the queue at once, while the step it was running
+    carries on in its thread; a slot stays taken until that thread has really ended, so
+    cancelled requests cannot pile up working threads.
+    """
+    with _PREPARING_LOCK:
+        if backend not in _PREPARING:
+            _PREPARING[backend] = threading.BoundedSemaphore(limit)
+        return _PREPARING[backend]
+
+
+class Preparation:
+    """`start()` (which returns the answer's stream) run in a worker thread holding a slot.
+
+    `cancel()` asks the worker to stop (see model_backend.base.raise_if_cancelled) and closes
+    the stream if it has been made, or as soon as it is.
+    """
+
+    def __init__(self, start: Callable[[], TextStream], slots: threading.BoundedSemaphore):
+        self._start = start
+        self._slots = slots
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()  # hands the outcome over to exactly one owner
+        self._outcome: TextStream | BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=PREPARE_THREAD, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with cancellable(self._cancelled):
+                outcome = self._start()
+        except BaseException as error:  # re-raised in the request's thread
+            outcome = error
+        finally:
+            self._slots.release()
+        with self._lock:
+            self._outcome = outcome
+            if self._cancelled.is_set() and isinstance(outcome, TextStream):
+                outcome.close()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled.set()
+            if isinstance(self._outcome, TextStream):
+                self._outcome.close()
+
+    def stream(self) -> TextStream:
+        """The stream once the worker has ended; its error if it failed."""
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
+
+
+def prepared_stream(
+    backend: Backend, start: Callable[[], TextStream], concurrency_limit: int
+) -> Iterator[TextStream | None]:
+    """Yield None every KEEPALIVE_S while `start()` runs in a worker thread, then its stream.
+
+    The request's own thread stays free to be closed (a cancelled job, a closed page), and
+    closing this generator cancels the preparation.
+    """
+    # Before any work: Gradio can close a job's generator (when the job is cancelled) only
+    # once it has had a first output.
+    yield None
+    slots = preparing_slots(backend, concurrency_limit)
+    while not slots.acquire(timeout=KEEPALIVE_S):
+        yield None
+    preparation = Preparation(start, slots)
+    preparation.thread.start()
+    finished = False
+    try:
+        while preparation.thread.is_alive():
+            preparation.thread.join(KEEPALIVE_S)
+            if preparation.thread.is_alive():
+                yield None
+        finished = True
+    finally:
+        if not finished:
+            preparation.cancel()
+    yield preparation.stream()
+
+
 def stream_answer(
     backend: Backend,
     conversation: Conversation,
     settings: GenerationSettings,
     on_start: Callable[[TextStream], None] = lambda stream: None,
     on_notice: Callable[[str], object] = lambda notice: None,
+    concurrency_limit: int = 1,
+    check_images: bool = False,
 ) -> Iterator[tuple[str, GenerationStats | None]]:
-    """Yield (answer so far, None) while streaming, then (answer, stats) once at the end.
+    """Yield (answer so far, None) while streaming, then (answer, stats) once at the end;
+    ("", None) while the answer is being prepared.
 
-    Closing this generator (Stop, a cancelled API job, a closed page) stops the model.
+    `check_images`: check the conversation's images first (API requests; the UI checks an
+    image when it is added). Closing this generator (Stop, a cancelled API job, a closed page)
+    stops the model, or the preparation.
     """
-    stream = backend.stream(conversation, settings)
+
+    def start() -> TextStream:
+        if check_images:
+            for path in conversation.image_paths:
+                backend.check_image(path)
+        return backend.stream(conversation, settings)
+
+    stream = None
+    with contextlib.closing(prepared_stream(backend, start, concurrency_limit)) as preparing:
+        for stream in preparing:
+            if stream is None:
+                yield "", None
     on_start(stream)
     for notice in stream.notices:
         on_notice(notice)
@@ -116,6 +238,89 @@ def user_message(error: Exception) -> str:
     if isinstance(error, InputError | GenerationError):
         return str(error)
     return f"Generation failed ({type(error).__name__}: {error}). The conversation is kept."
+
+
+# ---------------------------------------------------------------------------------------------
+# One client's share of the model queue
+#
+# Gradio has no public view of who waits in its queue; these few functions read it (its
+# events, and the updates waiting to be read by each session) and do nothing if it changes.
+
+
+def _gradio_queue(request: gr.Request | None):
+    app = getattr(getattr(request, "request", None), "app", None)
+    blocks = app.get_blocks() if hasattr(app, "get_blocks") else None
+    return getattr(blocks, "_queue", None)
+
+
+def client_address(request) -> str | None:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
+def client_jobs(request: gr.Request | None) -> tuple[int, int]:
+    """(jobs of this session, jobs of this address) waiting for or running on the model."""
+    queue = _gradio_queue(request)
+    events = getattr(queue, "event_ids_to_events", {})
+    session, address = getattr(request, "session_hash", None), client_address(request)
+    jobs = [
+        event
+        for event in list(events.values())
+        if getattr(event, "concurrency_id", None) == MODEL_QUEUE and getattr(event, "alive", True)
+    ]
+    same_session = sum(event.session_hash == session for event in jobs)
+    same_address = sum(client_address(getattr(event, "request", None)) == address for event in jobs)
+    return same_session, (same_address if address else 0)
+
+
+def check_client_jobs(request: gr.Request | None) -> None:
+    """Raise InputError if this client already has as many jobs as it may have."""
+    session_jobs, address_jobs = client_jobs(request)
+    if session_jobs >= MAX_JOBS_PER_SESSION or address_jobs >= MAX_JOBS_PER_ADDRESS:
+        raise InputError(
+            f"You already have {max(session_jobs, address_jobs)} requests waiting for or "
+            f"running on the model, the most one client may have ({MAX_JOBS_PER_SESSION} per "
+            f"session, {MAX_JOBS_PER_ADDRESS} per address). Wait for one to finish or cancel "
+            f"one, then try again."
+        )
+
+
+def client_limit_validator(input_count: int) -> Callable:
+    """A Gradio `validator` (it runs before the job is queued) refusing a client's job beyond
+    its share; the message goes with the first input."""
+
+    def validate(request: gr.Request, *values):
+        try:
+            check_client_jobs(request)
+        except InputError as error:
+            return [gr.validate(False, str(error))] + [gr.validate(True, "")] * (input_count - 1)
+        return [gr.validate(True, "")] * input_count
+
+    return validate
+
+
+class ResultReader:
+    """Whether anyone reads a job's updates (Gradio keeps them per session until read)."""
+
+    def __init__(self, request: gr.Request | None):
+        queue = _gradio_queue(request)
+        pending = getattr(queue, "pending_messages_per_session", {})
+        self.updates = pending.get(getattr(request, "session_hash", None))
+        self.read_at = time.monotonic()
+
+    def check(self) -> None:
+        """Raise InputError once the updates have piled up unread for ABANDONED_AFTER_S."""
+        if self.updates is None:
+            return
+        now = time.monotonic()
+        if self.updates.qsize() <= 2:  # the latest update, perhaps a heartbeat: being read
+            self.read_at = now
+        if now - self.read_at > ABANDONED_AFTER_S:
+            log.info("stopped an answer nobody read for %g s", ABANDONED_AFTER_S)
+            raise InputError(
+                f"Stopped: nobody read this answer for {ABANDONED_AFTER_S:g} s, and others were "
+                f"waiting for the model."
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +377,7 @@ class ChatPanel:
             self.undo_btn = gr.Button("Undo", elem_id=f"{name}-undo")
             self.clear_btn = gr.Button("Clear", elem_id=f"{name}-clear")
         with gr.Row():
+            self.export_btn = gr.Button("Export chat", size="sm", elem_id=f"{name}-export")
             self.export_json = gr.DownloadButton(
                 "Download chat (JSON)", visible=False, size="sm", elem_id=f"{name}-export-json"
             )
@@ -194,6 +400,15 @@ class ChatPanel:
             *(gr.Button(interactive=not is_busy) for _ in range(3)),
         )
 
+    @property
+    def downloads(self) -> list:
+        return [self.export_json, self.export_md]
+
+    @staticmethod
+    def no_downloads() -> tuple:
+        """Hide the download buttons: the conversation has changed since its export."""
+        return gr.DownloadButton(visible=False), gr.DownloadButton(visible=False)
+
     def wire(
         self,
         settings: SettingsControls,
@@ -205,8 +420,8 @@ class ChatPanel:
     ) -> None:
         """Connect the events. `media_outputs` get `clear_media()` on Clear.
 
-        `extra_outputs` are refreshed with `render_extra(turns)` at every step of an answer
-        (the grounding tab's drawn boxes, table and file).
+        `extra_outputs` are refreshed with `render_extra(turns)` a few times a second while an
+        answer streams and once when it ends (the grounding tab's drawn boxes, table, file).
         """
         if extra_outputs:
             self.extra_outputs = list(extra_outputs)
@@ -234,33 +449,30 @@ class ChatPanel:
 
         for trigger in (self.undo_btn.click, self.chatbot.undo):
             trigger(
-                self.undo,
+                lambda turns: (*self.undo(turns), *self.no_downloads()),
                 [self.state],
-                [self.state, self.chatbot, self.textbox],
+                [self.state, self.chatbot, self.textbox, *self.downloads],
                 queue=False,
                 **hidden,
             )
 
         def clear():
             self.backend.clear_cache()
-            hide = gr.DownloadButton(visible=False)
-            return [], [], None, hide, hide, *clear_media()
+            return [], [], None, *self.no_downloads(), *clear_media()
 
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(
                 clear,
                 None,
-                [
-                    self.state,
-                    self.chatbot,
-                    self.textbox,
-                    self.export_json,
-                    self.export_md,
-                    *media_outputs,
-                ],
+                [self.state, self.chatbot, self.textbox, *self.downloads, *media_outputs],
                 queue=False,
                 **hidden,
             )
+
+        # Written only when asked for: a conversation with large images makes large files.
+        self.export_btn.click(
+            self.exports, [self.state, *settings.generation()], self.downloads, **hidden
+        )
 
         # No `cancels=`: that would drop the handler's last update (the answer so far and its
         # figures); ACTIVE_STREAMS stops the model and the handler finishes normally.
@@ -269,35 +481,42 @@ class ChatPanel:
     def _generate_after(self, event, settings: SettingsControls) -> None:
         hidden = {"api_visibility": "private"}
         running = event.success(
-            lambda: self.busy(True), None, self.busy_outputs, queue=False, **hidden
+            lambda: (*self.busy(True), *self.no_downloads()),
+            None,
+            [*self.busy_outputs, *self.downloads],
+            queue=False,
+            **hidden,
         )
+        inputs = [self.state, *settings.generation()]
         generation = running.then(
             self.respond,
-            [self.state, *settings.generation()],
+            inputs,
             [self.state, self.chatbot, self.textbox, *self.extra_outputs],
             concurrency_id=MODEL_QUEUE,
             concurrency_limit=self.concurrency_limit,
             show_progress="minimal",
+            validator=client_limit_validator(len(inputs)),
             **hidden,
         )
-        done = generation.then(
-            lambda: self.busy(False), None, self.busy_outputs, queue=False, **hidden
-        )
-        done.then(
-            self.exports,
-            [self.state, *settings.generation()],
-            [self.export_json, self.export_md],
-            **hidden,
-        )
+        generation.then(lambda: self.busy(False), None, self.busy_outputs, queue=False, **hidden)
+        if self.extra_outputs:  # the final extras, outside the model's concurrency slot
+            generation.then(
+                self.render_extra, self.state, self.extra_outputs, queue=False, **hidden
+            )
 
     def exports(self, turns: list[dict], system_prompt: str, *values: float):
         """The download buttons, pointing at the conversation's JSON and Markdown files."""
         settings = settings_record(system_prompt, *values)
-        files = write_exports(turns, self.backend.info.model, settings)
+        try:
+            files = write_exports(turns, self.backend.info.model, settings)
+        except InputError as error:
+            raise gr.Error(str(error), print_exception=False) from None
         if files is None:
-            return gr.DownloadButton(visible=False), gr.DownloadButton(visible=False)
-        return gr.DownloadButton(value=files[0], visible=True), gr.DownloadButton(
-            value=files[1], visible=True
+            gr.Info("There is nothing to export yet: ask a question first.")
+            return self.no_downloads()
+        return (
+            gr.DownloadButton(value=files[0], visible=True),
+            gr.DownloadButton(value=files[1], visible=True),
         )
 
     # -- handlers -------------------------------------------------------------------------------
@@ -322,6 +541,8 @@ class ChatPanel:
         ACTIVE_STREAMS.new_request(self.key(request))
         message = message or {"text": "", "files": []}
         try:
+            check_length(message.get("text") or "", MAX_QUESTION_CHARS, "question")
+            check_client_jobs(request)
             turn = self.collect_turn(message, turns, *media_values)
             turn.update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
             for path in turn["images"]:
@@ -340,6 +561,10 @@ class ChatPanel:
         ACTIVE_STREAMS.new_request(self.key(request))
         if not turns or turns[-1]["role"] != "assistant":
             raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
+        try:
+            check_client_jobs(request)
+        except InputError as error:
+            raise gr.Error(str(error), print_exception=False) from None
         question = {**turns[-2], "reasoning": bool(reasoning)}
         question["answer_style"] = normalize_style(answer_style)
         turns = [*turns[:-2], question]
@@ -373,15 +598,30 @@ class ChatPanel:
             started.append(stream)
             ACTIVE_STREAMS.add(key, stream)
 
+        reader = ResultReader(request)
         try:
             settings = make_settings(*values)
             conversation = to_conversation(turns, system_prompt)
-            for text, stats in stream_answer(
-                self.backend, conversation, settings, register, on_notice=gr.Warning
-            ):
-                answer = assistant_turn(text, stats.summary() if stats else None)
-                shown = [*turns, answer]
-                yield shown, to_chatbot(shown), gr.skip(), *self.render_extra(shown)
+            steps = stream_answer(
+                self.backend,
+                conversation,
+                settings,
+                register,
+                on_notice=gr.Warning,
+                concurrency_limit=self.concurrency_limit,
+            )
+            extras_at = 0.0
+            with contextlib.closing(steps):  # an error below stops the model at once
+                for text, stats in steps:
+                    reader.check()
+                    answer = assistant_turn(text, stats.summary() if stats else None)
+                    shown = [*turns, answer]
+                    # Extras (the grounding drawing) a few times a second while the model
+                    # holds its slot; the last one is drawn after it (see _generate_after).
+                    extras = [gr.skip()] * len(self.extra_outputs)
+                    if time.monotonic() - extras_at >= EXTRAS_INTERVAL_S:
+                        extras, extras_at = self.render_extra(shown), time.monotonic()
+                    yield shown, to_chatbot(shown), gr.skip(), *extras
         except Exception as error:
             if not isinstance(error, InputError | GenerationError):
                 log.exception("generation failed")

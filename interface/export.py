@@ -1,7 +1,10 @@
 """Chat export: the conversation, with its images and settings, as JSON and as Markdown.
 
 Both files are self-contained (images embedded as base64), so nothing is lost when the page
-closes. Videos are referred to by name with how they were sampled.
+closes. Videos are referred to by name with how they were sampled. Exports are written when
+asked for, inside Gradio's own temp folder (so Gradio serves them without a second copy),
+in a folder of this process that never holds more than EXPORT_BUDGET_BYTES and is removed at
+exit (`exit_on_signals` makes SIGTERM and SIGINT exits too).
 """
 
 from __future__ import annotations
@@ -11,18 +14,75 @@ import base64
 import json
 import mimetypes
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
 
+from gradio.utils import get_upload_folder
 
-@lru_cache(maxsize=1)
+from model_backend.errors import InputError
+
+# All exports kept at once; older ones are deleted to make room for a new one.
+EXPORT_BUDGET_BYTES = 512 * 2**20
+_WRITING = threading.Lock()  # one export at a time, so the budget holds
+
+
 def export_dir() -> Path:
-    """This process's own folder for exports (private, removed at exit)."""
-    path = Path(tempfile.mkdtemp(prefix="internvl-demo-exports-"))
+    """This process's own folder for exports (private, removed at exit), in Gradio's."""
+    return _export_dir(get_upload_folder())
+
+
+@lru_cache
+def _export_dir(gradio_folder: str) -> Path:
+    Path(gradio_folder).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="internvl-demo-exports-", dir=gradio_folder))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
+
+
+def exit_on_signals() -> None:
+    """Let SIGTERM (docker stop, systemd, a Space restarting) and SIGINT end the app as Ctrl+C
+    does, so that the exit handlers removing its temp files run: by default SIGTERM ends the
+    process at once, and a process started in the background ignores SIGINT. Call it from
+    the main thread, before launching."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupt)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def make_room(needed: int) -> None:
+    """Delete the oldest exports until `needed` more bytes fit in EXPORT_BUDGET_BYTES; refuse
+    an export that would not fit on its own."""
+    if needed > EXPORT_BUDGET_BYTES:
+        raise InputError(
+            f"This conversation is too large to export: about {needed / 2**20:,.0f} MB with its "
+            f"images, and exports may take {EXPORT_BUDGET_BYTES / 2**20:,.0f} MB."
+        )
+    exports = sorted(export_dir().iterdir(), key=lambda path: path.stat().st_mtime)
+    sizes = {path: folder_bytes(path) for path in exports}
+    total = sum(sizes.values())
+    for path in exports:
+        if total + needed <= EXPORT_BUDGET_BYTES:
+            break
+        shutil.rmtree(path, ignore_errors=True)
+        total -= sizes[path]
+
+
+def export_size_estimate(turns: list[dict]) -> int:
+    """Bytes of the two files: each embeds every image in base64 (4/3 of the file)."""
+    images = sum(Path(p).stat().st_size for turn in turns for p in turn.get("images") or ())
+    text = sum(len(turn["text"].encode()) for turn in turns)
+    return 2 * (images * 4 // 3 + text) + 4096
 
 
 def embedded(path: str) -> str:
@@ -81,10 +141,12 @@ def write_exports(turns: list[dict], model: str, settings: dict) -> tuple[str, s
     """Write the two files; None for an empty conversation."""
     if not turns:
         return None
-    record = export_record(turns, model, settings)
-    folder = Path(tempfile.mkdtemp(prefix="internvl-chat-", dir=export_dir()))
-    stem = folder / f"internvl-chat-{time.strftime('%Y%m%d-%H%M%S')}"
-    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
-    json_path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
-    md_path.write_text(export_markdown(record))
+    with _WRITING:
+        make_room(export_size_estimate(turns))
+        record = export_record(turns, model, settings)
+        folder = Path(tempfile.mkdtemp(prefix="internvl-chat-", dir=export_dir()))
+        stem = folder / f"internvl-chat-{time.strftime('%Y%m%d-%H%M%S')}"
+        json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+        json_path.write_text(json.dumps(record, indent=2, ensure_ascii=False))
+        md_path.write_text(export_markdown(record))
     return str(json_path), str(md_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 
 from interface.api import register_endpoint
@@ -132,7 +134,18 @@ def grounding_turns(image: str | None, query: str, mode: str, history=None) -> l
     return [user_turn(grounding_question(mode, query), [image])]
 
 
-def boxes_so_far(text: str, own: dict) -> tuple:
-    """(answer, its closed boxes in pixels, the image with them drawn) for one streamed step."""
+DRAW_INTERVAL_S = 0.25  # drawings while an answer streams: at most four a second
+
+
+def boxes_so_far(text: str, own: dict, final: bool = False) -> tuple:
+    """(answer, its closed boxes in pixels, the image with them drawn) for one streamed step.
+
+    The drawing follows the boxes at most DRAW_INTERVAL_S apart while the answer streams (it
+    is made while the model waits); the final step always has every box drawn."""
     boxes = answer_boxes(own["image"], text)
-    return text, boxes_json(boxes), annotated_file(own["image"], boxes) if boxes else None
+    now = time.monotonic()
+    if boxes != own.get("drawn", ()) and (final or now - own.get("drawn_at", 0) >= DRAW_INTERVAL_S):
+        own["drawing"] = annotated_file(own["image"], boxes) if boxes else None
+        own["drawn"], own["drawn_at"] = boxes, now
+    own["stale"] = boxes != own.get("drawn", ())
+    return text, boxes_json(boxes), own.get("drawing")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from interface import chat
 from interface.chat import MODEL_QUEUE
 from interface.grounding_chat import build_grounding_tab
 from interface.image_chat import build_image_chat_tab
@@ -31,6 +32,7 @@ class UIOptions:
     system_prompt: str | None = None  # None: the checkpoint's own (backend.info.system_prompt)
     concurrency_limit: int = 1  # generations at once (the model queue is shared by all tabs)
     max_images: int = DEFAULT_MAX_IMAGES  # per conversation, in the multi-image tab
+    jobs_per_address: int = chat.MAX_JOBS_PER_ADDRESS  # requests one address may have queued
 
 
 def header_markdown(backend: Backend) -> str:
@@ -72,6 +74,7 @@ def add_model_choice(backend: Backend, header: gr.Markdown) -> None:
 def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     """Build the Gradio app around a backend (the caller queues and launches it)."""
     options = options or UIOptions()
+    chat.MAX_JOBS_PER_ADDRESS = options.jobs_per_address  # one setting for the whole process
     with gr.Blocks(title=TITLE, fill_width=True) as demo:
         header = gr.Markdown(header_markdown(backend), elem_id="header-note")
         if len(backend.models) > 1:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import gradio as gr
 
 from model_backend.base import GenerationSettings
+from model_backend.errors import InputError
 from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE
 
 
@@ -85,11 +87,23 @@ SETTING_NAMES = (
 INTEGER_SETTINGS = {"top_k", "max_new_tokens", "max_tiles"}
 
 
+def finite_number(name: str, value) -> float:
+    """`value` as a float; InputError naming the parameter for anything but a finite number
+    (inf and nan would overflow, or slip past range checks, further on)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise InputError(f"Invalid parameter: {name} must be a finite number, not {value!r}.")
+    return number
+
+
 def make_settings(*values: float) -> GenerationSettings:
     """GenerationSettings from UI/API values in SETTING_NAMES order (sliders deliver floats)."""
-    given = dict(zip(SETTING_NAMES, values, strict=True))
+    given = {name: finite_number(name, v) for name, v in zip(SETTING_NAMES, values, strict=True)}
     settings = GenerationSettings(
-        **{name: int(v) if name in INTEGER_SETTINGS else float(v) for name, v in given.items()}
+        **{name: int(v) if name in INTEGER_SETTINGS else v for name, v in given.items()}
     )
     settings.check()
     return settings

@@ -8,9 +8,11 @@ figures of the generation (tokens, time to first token, tokens/s) once it ends.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -21,6 +23,22 @@ from model_backend.styles import normalize_style
 DEFAULT_MODEL = "OpenGVLab/InternVL2_5-2B-MPO-hf"
 MAX_FRAMES = 64
 MAX_TILES_PER_FRAME = 4
+MAX_VIDEO_SECONDS = 1_000_000  # start/end beyond this (11 days) are no video's times
+# Longest texts taken, checked before anything else is done with them: far beyond any real
+# question (the model's whole context is about 32,000 tokens), far below what would slow a
+# request down for everyone (a 288 KB question once took a minute to clean).
+MAX_QUESTION_CHARS = 30_000
+MAX_SYSTEM_PROMPT_CHARS = 10_000
+MAX_ANSWER_CHARS = 100_000  # earlier answers sent back through the API history
+
+
+def check_length(text: str, limit: int, what: str) -> None:
+    """Raise InputError, naming the limit, if `text` is longer than `limit` characters."""
+    if len(text) > limit:
+        raise InputError(
+            f"The {what} is {len(text):,} characters long; the limit is {limit:,}. "
+            f"Please shorten it."
+        )
 
 
 @dataclass(frozen=True)
@@ -35,9 +53,18 @@ class VideoClip:
 
     def check(self) -> None:
         if not 1 <= self.num_frames <= MAX_FRAMES:
-            raise InputError(f"The number of frames must be between 1 and {MAX_FRAMES}.")
+            raise InputError(f"num_frames (frames) must be between 1 and {MAX_FRAMES}.")
         if not 1 <= self.tiles_per_frame <= MAX_TILES_PER_FRAME:
-            raise InputError(f"Tiles per frame must be between 1 and {MAX_TILES_PER_FRAME}.")
+            raise InputError(
+                f"tiles_per_frame (tiles per frame) must be between 1 and {MAX_TILES_PER_FRAME}."
+            )
+        for name, seconds in (("start", self.start), ("end", self.end)):
+            # Also refuses inf and nan: frame arithmetic on them overflows.
+            if seconds is not None and not 0 <= seconds <= MAX_VIDEO_SECONDS:
+                raise InputError(
+                    f"{name} must be a time in seconds between 0 and {MAX_VIDEO_SECONDS:,}, "
+                    f"not {seconds:g}."
+                )
         if self.start is not None and self.end is not None and self.start >= self.end:
             raise InputError(
                 f"The start ({self.start:g} s) must come before the end ({self.end:g} s)."
@@ -83,6 +110,12 @@ class Conversation:
 
     def check(self) -> None:
         """Raise InputError unless this is a conversation a model can answer."""
+        check_length(self.system_prompt, MAX_SYSTEM_PROMPT_CHARS, "system prompt")
+        for turn in self.turns:
+            if turn.role == "user":
+                check_length(turn.text, MAX_QUESTION_CHARS, "question")
+            else:
+                check_length(turn.text, MAX_ANSWER_CHARS, "answer")
         if not self.turns or self.turns[-1].role != "user":
             raise InputError("The conversation must end with a question from the user.")
         if not self.turns[-1].text.strip():
@@ -213,6 +246,34 @@ def drain(pieces: queue.Queue) -> Iterator[str]:
         yield piece
 
 
+class RequestCancelled(Exception):
+    """The request was cancelled while its input was being prepared."""
+
+
+_preparing = threading.local()
+
+
+@contextmanager
+def cancellable(cancelled: threading.Event) -> Iterator[None]:
+    """While this block runs, `raise_if_cancelled` in this thread raises once `cancelled` is set."""
+    _preparing.cancelled = cancelled
+    try:
+        yield
+    finally:
+        _preparing.cancelled = None
+
+
+def raise_if_cancelled() -> None:
+    """Raise RequestCancelled if whoever asked for the input being prepared has gone.
+
+    Call it between the long steps of preparing a request (decoding, tiling, tokenizing): a
+    thread cannot be stopped from outside, and a cancelled request must not keep one working.
+    """
+    cancelled = getattr(_preparing, "cancelled", None)
+    if cancelled is not None and cancelled.is_set():
+        raise RequestCancelled("The request was cancelled.")
+
+
 @dataclass(frozen=True)
 class BackendInfo:
     """What the UI shows about the model behind the backend."""
@@ -249,6 +310,7 @@ class Backend(ABC):
         """Raise InputError if the file is not an image this backend can use."""
         from model_backend.images import load_image
 
+        raise_if_cancelled()
         load_image(path)
 
     def sample_video(self, clip: VideoClip) -> tuple[list, list[float]]:
@@ -259,6 +321,7 @@ class Backend(ABC):
         from model_backend.media import sample_video
 
         clip.check()
+        raise_if_cancelled()
         return sample_video(clip)
 
     def image_token_estimate(self, conversation: Conversation, max_tiles: int) -> list[int]:

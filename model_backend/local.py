@@ -33,6 +33,7 @@ from model_backend.base import (
     GenerationStats,
     TextStream,
     drain,
+    raise_if_cancelled,
 )
 from model_backend.errors import GenerationError, InputError, ModelLoadError
 from model_backend.loading import load_model, resolve_device
@@ -322,9 +323,11 @@ class LocalBackend(Backend):
         for turn in conversation.turns:
             for path in turn.images:
                 budget = next(budgets)
+                raise_if_cancelled()  # the request may have left while earlier ones decoded
                 tiles.append(image_pixels(path, budget, self.tile_size))
                 names.append((content_key(path), budget))
             if turn.video:
+                raise_if_cancelled()
                 tiles += frame_pixels(turn.video, self.tile_size)
                 names.append((file_key(turn.video.path), turn.video))
         return tiles, repr(names)
@@ -341,6 +344,7 @@ class LocalBackend(Backend):
             prompt = build_prompt(
                 conversation, [len(t) for t in tiles], self.tokens_per_tile, self.template
             )
+            raise_if_cancelled()
             input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
             if input_ids.shape[1] + settings.max_new_tokens <= self.context_length:
                 break
@@ -389,7 +393,9 @@ class LocalBackend(Backend):
     def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
         inputs = self.prepare(conversation, settings)
         request = next(self._request_ids)
-        stop = self._stop_events[request] = threading.Event()
+        # Registered for the GPU function only once the answer is read: a stream closed before
+        # then (a request cancelled while it waited) leaves nothing behind.
+        stop = threading.Event()
         stop_requested = threading.Event()  # `stop` is also set at the natural end
 
         def cancel() -> None:
@@ -401,6 +407,7 @@ class LocalBackend(Backend):
         def pieces():
             started = time.perf_counter()
             seen = 0
+            self._stop_events[request] = stop
             with self._lock:
                 generation = generate_on_gpu(
                     id(self),

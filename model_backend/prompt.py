@@ -22,6 +22,7 @@ Every `<image>` becomes `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,18 +84,31 @@ TEMPLATES = {
 DEFAULT_TEMPLATE = TEMPLATES["internvl2_5"]
 
 
+# Every structural token ends with one of these characters: only there can a token complete.
+_TOKEN_ENDINGS = re.compile(f"([{re.escape(''.join({t[-1] for t in STRUCTURAL_TOKENS}))}])")
+_LONGEST_TOKEN = max(len(token) for token in STRUCTURAL_TOKENS)
+
+
 def clean_text(text: str) -> str:
     """Remove prompt-structure tokens from free text (user questions, earlier answers).
 
-    Repeated until nothing changes: removing one token must not join the pieces of another
-    ("<ima<image>ge>").
+    One left-to-right pass, linear in the text: a token is dropped the moment its last character
+    arrives, so the kept text never holds one, not even when the text around a dropped token
+    joins into another ("<ima<image>ge>" loses both). Replacing tokens until nothing changes
+    gives the same result (tokens cannot overlap) but needs a pass per level of nesting, which
+    is quadratic: a 288 KB nested question took a minute.
     """
-    previous = None
-    while text != previous:
-        previous = text
+    kept: list[str] = []
+    for index, piece in enumerate(_TOKEN_ENDINGS.split(text)):  # text, ending, text, ...
+        kept.extend(piece)
+        if index % 2 == 0:  # text without an ending: no token can have completed
+            continue
+        tail = "".join(kept[-_LONGEST_TOKEN:])
         for token in STRUCTURAL_TOKENS:
-            text = text.replace(token, "")
-    return text
+            if tail.endswith(token):
+                del kept[-len(token) :]
+                break
+    return "".join(kept)
 
 
 def image_tile_budgets(conversation: Conversation, max_tiles: int) -> list[int]:

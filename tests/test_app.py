@@ -133,7 +133,11 @@ def test_a_path_on_the_server_is_not_readable_through_the_api(app_url, backend, 
     server_file = {"path": str(EXAMPLES / "cat.jpg"), "meta": {"_type": "gradio.FileData"}}
     data = [server_file, "What is this?", None, "", False, "Default", 8, 0.2, 0.7, 0, 1.1, 12]
     posted = httpx.post(f"{app_url}gradio_api/call/image_chat", json={"data": data})
-    event_id = posted.json()["event_id"]
-    events = httpx.get(f"{app_url}gradio_api/call/image_chat/{event_id}", timeout=60).text
-    assert "event: error" in events
+    # Refused as it is queued (the queue's validator reads the inputs), or else when it runs.
+    if posted.status_code == 200:
+        event_id = posted.json()["event_id"]
+        events = httpx.get(f"{app_url}gradio_api/call/image_chat/{event_id}", timeout=60).text
+        assert "event: error" in events
+    else:
+        assert "not uploaded by a user" in posted.text
     assert not calls

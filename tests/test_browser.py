@@ -266,6 +266,7 @@ def test_the_conversation_downloads_as_json_and_markdown(page, backend):
     set_max_new_tokens(page, 16)
     ask(page, "image-chat", "What is in this image?")
     expect(bot_messages(page).first).to_contain_text("tokens/s")
+    page.locator("#image-chat-export").click()  # exports are written on request
     json_button = page.locator("#image-chat-export-json")
     expect(json_button).to_be_visible()
     with page.expect_download() as download:

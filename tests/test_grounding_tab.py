@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from interface import grounding_view
+from interface import grounding_chat, grounding_view
 from interface.conversation import assistant_turn, to_chatbot, user_turn
 from model_backend.grounding import DETECTION_PROMPT, REFERRING_PROMPT, label_colors
 from tests.conftest import EXAMPLES, REPO, launched
@@ -157,3 +157,32 @@ def test_grounding_journey_in_the_browser(scripted_url):
         (REPO / "test-artifacts").mkdir(exist_ok=True)
         page.screenshot(path=str(REPO / "test-artifacts" / "grounding.png"), full_page=True)
         browser.close()
+
+
+def test_the_drawing_follows_the_boxes_a_few_times_a_second_and_ends_complete(
+    scripted, scripted_url, monkeypatch
+):
+    """Each new box was drawn (and encoded) while the model's slot was held: 20 boxes, 20
+    drawings. Now at most four a second while the answer streams, and the last one complete."""
+    reply = "".join(
+        f"<ref>thing {i}</ref><box>[[{10 + 40 * i}, 100, {40 + 40 * i}, 900]]</box>"
+        for i in range(20)
+    )
+    drawings = []
+    real = grounding_chat.annotated_file
+    monkeypatch.setattr(
+        grounding_chat,
+        "annotated_file",
+        lambda image, boxes: drawings.append(len(boxes)) or real(image, boxes),
+    )
+    monkeypatch.setattr(scripted, "reply", reply)
+    monkeypatch.setattr(scripted, "seconds_per_piece", 0.001)
+    client = Client(scripted_url, verbose=False)
+    _answer, boxes, drawing = client.predict(
+        image=handle_file(str(COFFEE)), query="", mode="detect", api_name="/grounding"
+    )
+    client.close()
+    assert len(boxes) == 20
+    assert drawings[-1] == 20 and len(drawings) < 10, drawings
+    complete = real(str(COFFEE), grounding_view.answer_boxes(str(COFFEE), reply))
+    assert Image.open(drawing).tobytes() == Image.open(complete).tobytes()

@@ -98,7 +98,9 @@ def test_flags_and_environment(monkeypatch):
     )
     assert args.model == ["c/three-hf"] and args.concurrency == 16
     monkeypatch.setenv("INTERNVL_BACKEND", "openai")
-    assert app.parse_args([]).backend == "openai"
+    monkeypatch.setenv("INTERNVL_ENDPOINT", "http://y/v1")
+    args = app.parse_args([])
+    assert args.backend == "openai" and args.endpoint == "http://y/v1"
 
 
 def test_auth_entries_and_the_exposure_warning(tmp_path):

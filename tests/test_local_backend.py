@@ -278,3 +278,12 @@ def test_no_reuse_when_the_images_differ(backend):
     assert "".join(other)
     # Same tile count, so the same token ids: only the pixels tell the two images apart.
     assert other.stats.reused_tokens == 0
+
+
+def test_a_stream_closed_before_it_is_read_leaves_nothing_behind(backend):
+    """A request cancelled while it waited for the model closes its stream unread."""
+    for _ in range(3):
+        backend.stream(ask(), GenerationSettings(max_new_tokens=4)).close()
+    assert backend._stop_events == {}
+    assert "".join(backend.stream(ask(), GenerationSettings(max_new_tokens=4)))
+    assert backend._stop_events == {}

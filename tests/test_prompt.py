@@ -189,3 +189,44 @@ def test_internlm2_chat_template_has_no_newline_after_im_end():
         "<|im_start|>user\nAgain<|im_end|>"
         "<|im_start|>assistant\n"
     )
+
+
+def removed_until_unchanged(text: str) -> str:
+    """The obvious token cleaning (the old one): correct, but a pass per level of nesting."""
+    from model_backend.prompt import STRUCTURAL_TOKENS
+
+    previous = None
+    while text != previous:
+        previous = text
+        for token in STRUCTURAL_TOKENS:
+            text = text.replace(token, "")
+    return text
+
+
+def test_token_cleaning_agrees_with_removing_until_nothing_changes():
+    import random
+
+    from model_backend.prompt import STRUCTURAL_TOKENS, clean_text
+
+    # Tokens, pieces of tokens and text, shuffled: tokens split by tokens, nested, adjacent.
+    pieces = [*STRUCTURAL_TOKENS, "<", ">", "|", "<|im_", "start|>", "<ima", "ge>", "IMG_", "a"]
+    pieces += [token[:cut] for token in STRUCTURAL_TOKENS for cut in (1, 3, 6)]
+    pieces += [token[cut:] for token in STRUCTURAL_TOKENS for cut in (1, 3, 6)]
+    generator = random.Random(0)
+    for _ in range(3000):
+        text = "".join(generator.choices(pieces, k=generator.randint(0, 30)))
+        assert clean_text(text) == removed_until_unchanged(text), text
+
+
+def test_nested_tokens_are_cleaned_in_linear_time():
+    import time
+
+    from model_backend.prompt import clean_text
+
+    nested = "<|im_start|>"
+    while len(nested) < 300_000:  # removing the inner token makes the next one, 25,000 deep
+        nested = f"<|im_{nested}start|>"
+    started = time.perf_counter()
+    assert clean_text(f"a{nested}b") == "ab"
+    # A pass per level of nesting took about a minute here; one pass takes milliseconds.
+    assert time.perf_counter() - started < 3

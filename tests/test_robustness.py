@@ -3,9 +3,11 @@ serving (every case is followed by a request that works)."""
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 
+import httpx
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
@@ -106,3 +108,85 @@ def test_a_null_number_is_a_clean_error(client):
         client.predict(
             image=handle_file(CAT), question="Q?", max_new_tokens=None, api_name="/image_chat"
         )
+
+
+def nested_tokens(length: int) -> str:
+    """`<|im_start|>` inside `<|im_` ... `start|>`, again and again: each removal of the inner
+    token makes the next one (what took the old token cleaning a minute at 288 KB)."""
+    text = "<|im_start|>"
+    while len(text) < length:
+        text = f"<|im_{text}start|>"
+    return text
+
+
+def test_an_overlong_question_or_system_prompt_is_refused_naming_the_limit(client):
+    with pytest.raises(AppError, match=r"question is 288,\d{3} characters long; the limit is"):
+        client.predict(
+            image=handle_file(CAT), question=nested_tokens(288_000), api_name="/image_chat"
+        )
+    with pytest.raises(AppError, match=r"system prompt is 50,000 characters long; the limit is"):
+        client.predict(
+            image=handle_file(CAT),
+            question="Q?",
+            system_prompt="x" * 50_000,
+            api_name="/image_chat",
+        )
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+def uploaded(app_url: str, path: str) -> dict:
+    """A file uploaded to the app, as an API argument."""
+    with open(path, "rb") as file:
+        (server_path,) = httpx.post(f"{app_url}gradio_api/upload", files={"files": file}).json()
+    return {"path": server_path, "meta": {"_type": "gradio.FileData"}}
+
+
+def raw_call(app_url: str, api_name: str, **arguments) -> str:
+    """An API call by plain HTTP, as any client may send it: gradio_client cannot send inf or
+    nan (JSON has no such numbers, but Python's json and others write them). Returns the
+    stream of events."""
+    posted = httpx.post(
+        f"{app_url}gradio_api/call/v2/{api_name}",
+        content=json.dumps(arguments),  # writes Infinity and NaN
+        headers={"Content-Type": "application/json"},
+    )
+    event_id = posted.json()["event_id"]
+    return httpx.get(f"{app_url}gradio_api/call/{api_name}/{event_id}", timeout=60).text
+
+
+@pytest.mark.parametrize("name", ["max_new_tokens", "top_k", "max_tiles"])
+@pytest.mark.parametrize("value", [INF, -INF, NAN])
+def test_settings_that_are_not_finite_are_refused_by_name(app_url, capfd, caplog, name, value):
+    image = uploaded(app_url, CAT)
+    events = raw_call(app_url, "image_chat", image=image, question="Q?", **{name: value})
+    assert "event: error" in events and f"{name} must be a finite number" in events
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    from tests.media_files import X264, write_video
+
+    folder = tmp_path_factory.mktemp("video")
+    return str(write_video(folder / "clip.mp4", "libx264", 10, 20, options=X264))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        *(("num_frames", v, "num_frames must be a finite number") for v in (INF, -INF, NAN)),
+        *(("tiles_per_frame", v, "tiles_per_frame must be a finite number") for v in (INF, NAN)),
+        ("tiles_per_frame", -INF, "tiles_per_frame must be a finite number"),
+        ("end", 1e308, "end must be a time in seconds between 0 and"),
+        ("start", NAN, "start must be a finite number"),
+    ],
+)
+def test_bad_video_numbers_are_refused_by_name(app_url, capfd, caplog, video, name, value, message):
+    clip = uploaded(app_url, video)
+    events = raw_call(app_url, "video_chat", video=clip, question="Q?", **{name: value})
+    assert "event: error" in events and message in events
+    assert "Traceback" not in capfd.readouterr().err
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
