@@ -65,7 +65,20 @@ def annotated_file(image_path: str, boxes: tuple[Box, ...]) -> str:
     else:
         path = stem.with_suffix(".png")
         drawing.save(path, compress_level=1)
+    keep_newest(drawings_dir(), KEPT_FILES)
     return str(path)
+
+
+# Files kept in the drawings folder: more than the caches above can point at, so a cached path
+# is never one that was removed; older ones go (the page already has its copy).
+KEPT_FILES = 256
+
+
+def keep_newest(folder: Path, count: int) -> None:
+    """Delete all but the `count` most recently written files of `folder`."""
+    files = sorted(folder.iterdir(), key=lambda f: f.stat().st_mtime_ns, reverse=True)
+    for old in files[count:]:
+        old.unlink(missing_ok=True)
 
 
 def boxes_table(boxes: tuple[Box, ...]) -> list[list]:
@@ -97,4 +110,5 @@ def boxes_json_file(image_path: str, boxes: tuple[Box, ...]) -> str:
         "boxes": boxes_json(boxes),
     }
     path.write_text(json.dumps(content, indent=2, ensure_ascii=False))
+    keep_newest(drawings_dir(), KEPT_FILES)
     return str(path)

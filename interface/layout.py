@@ -17,6 +17,7 @@ from model_backend.errors import InputError, ModelLoadError
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 
 TITLE = "InternVL 2.5 demo"
+UPLOADS_KEPT_S = 6 * 3600  # a conversation idle for longer must upload its images again
 CSS = """
 #header-note { font-size: 0.9em; opacity: 0.85; }
 .message sub { opacity: 0.65; }
@@ -75,7 +76,9 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     """Build the Gradio app around a backend (the caller queues and launches it)."""
     options = options or UIOptions()
     chat.MAX_JOBS_PER_ADDRESS = options.jobs_per_address  # one setting for the whole process
-    with gr.Blocks(title=TITLE, fill_width=True) as demo:
+    # Uploads and served copies older than UPLOADS_KEPT_S are deleted (checked hourly), so
+    # Gradio's temp folder cannot grow for as long as the app runs.
+    with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(3600, UPLOADS_KEPT_S)) as demo:
         header = gr.Markdown(header_markdown(backend), elem_id="header-note")
         if len(backend.models) > 1:
             add_model_choice(backend, header)

@@ -186,3 +186,19 @@ def test_the_drawing_follows_the_boxes_a_few_times_a_second_and_ends_complete(
     assert drawings[-1] == 20 and len(drawings) < 10, drawings
     complete = real(str(COFFEE), grounding_view.answer_boxes(str(COFFEE), reply))
     assert Image.open(drawing).tobytes() == Image.open(complete).tobytes()
+
+
+def test_the_drawings_folder_keeps_a_bounded_number_of_files():
+    before = set(grounding_view.drawings_dir().iterdir())
+    for i in range(grounding_view.KEPT_FILES + 40):
+        box = grounding_view.answer_boxes(str(COFFEE), f"<box>[[{i}, 10, {i + 50}, 60]]</box>")
+        grounding_view.boxes_json_file(str(COFFEE), box)
+    files = set(grounding_view.drawings_dir().iterdir())
+    assert len(files) == grounding_view.KEPT_FILES
+    assert files - before  # the newest stayed
+
+
+def test_gradio_temp_files_are_deleted_once_old(scripted):
+    from interface.layout import UPLOADS_KEPT_S, build_demo
+
+    assert build_demo(scripted).delete_cache == (3600, UPLOADS_KEPT_S)
