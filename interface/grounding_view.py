@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import tempfile
 from functools import lru_cache
@@ -50,27 +51,28 @@ def answer_boxes(image_path: str, answer: str) -> tuple[Box, ...]:
     return tuple(parse_boxes(answer, width, height))
 
 
-@lru_cache(maxsize=64)
 def annotated_file(image_path: str, boxes: tuple[Box, ...]) -> str:
     """The image with the boxes drawn, on a copy of at most DRAWING_MAX_SIDE a side (drawn once
-    per set of boxes). A JPEG photo gives a JPEG (encoded some fifty times faster than a PNG),
-    any other image a quickly compressed, lossless PNG."""
+    per set of boxes, while the file is kept). A JPEG photo gives a JPEG (encoded some fifty
+    times faster than a PNG), any other image a quickly compressed, lossless PNG."""
+    jpeg = Path(image_path).suffix.lower() in (".jpg", ".jpeg")
+    path = drawings_dir() / f"{abs(hash((image_path, boxes))):x}{'.jpg' if jpeg else '.png'}"
+    if path.is_file():
+        os.utime(path)  # used again: among the newest, so kept
+        return str(path)
     base = drawing_base(image_path)
     width, height = full_size(image_path)
     drawing = draw_boxes(base, scale_boxes(boxes, base.width / width, base.height / height))
-    stem = drawings_dir() / f"{abs(hash((image_path, boxes))):x}"
-    if Path(image_path).suffix.lower() in (".jpg", ".jpeg"):
-        path = stem.with_suffix(".jpg")
+    if jpeg:
         drawing.save(path, quality=90, subsampling=0)  # no chroma subsampling: crisp lines
     else:
-        path = stem.with_suffix(".png")
         drawing.save(path, compress_level=1)
     keep_newest(drawings_dir(), KEPT_FILES)
     return str(path)
 
 
-# Files kept in the drawings folder: more than the caches above can point at, so a cached path
-# is never one that was removed; older ones go (the page already has its copy).
+# Files kept in the drawings folder; older ones go (the page already has its copy, and a drawing
+# asked for again is drawn again).
 KEPT_FILES = 256
 
 

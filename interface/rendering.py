@@ -197,10 +197,11 @@ def safe_code_span(span: str) -> str:
 
 
 def safe_text(text: str) -> str:
-    """Markdown text: tags shown as text, images as links. (Maths is text too: KaTeX reads
-    the page's text, where `&lt;` is `<` again.)"""
+    """Markdown text: tags shown as text, images as links (their `!` shown as text). (Maths
+    is text too: KaTeX reads the page's text, where `&lt;` is `<` again.)"""
     text = HTML_START.sub(r"\1&lt;", text)
-    return IMAGE_START.sub(r"\1[", text)
+    # The `!` is escaped, not dropped: dropping it could join another `!` to the `[` ("!![").
+    return IMAGE_START.sub(r"\1\\![", text)
 
 
 def stats_line(summary: str) -> str:

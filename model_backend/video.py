@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from model_backend.base import raise_if_cancelled
 from model_backend.errors import InputError
 from model_backend.images import check_size
 
@@ -273,8 +275,8 @@ def _probe_container(
             raise
         # No size in the header, and the decoder refused the first frame: most likely too big.
         raise InputError(
-            f"Could not decode {name!r}: it is damaged, or its frames are larger than the "
-            f"limit of {max_pixels:,} pixels. Please resize it."
+            f"Could not decode {name!r}: most likely its frames are larger than the limit of "
+            f"{max_pixels:,} pixels (8K; please resize it), or the file is damaged."
         ) from error
     total = header_frames if header_frames > 0 else packets
     if total <= 0:
@@ -383,6 +385,11 @@ def _check_not_truncated(
         )
 
 
+# Memory is bounded by the frame-size limit; time is bounded here: a small GIF of many frames on
+# a large canvas can take hours to decode while holding one of the decoding slots.
+MAX_DECODE_S = 60
+
+
 def _decode_wanted(
     container: av.container.InputContainer,
     stream: av.VideoStream,
@@ -420,7 +427,14 @@ def _decode_wanted(
     key_t: Fraction | None = None  # last keyframe seen since the last seek
     key_gap = Fraction(0)  # longest keyframe interval seen
     frames = _timed_frames(container, stream, None, fps)
+    deadline = time.monotonic() + MAX_DECODE_S
     while k < len(targets):
+        raise_if_cancelled()  # the request may have gone (a closed page, a cancelled job)
+        if time.monotonic() > deadline:
+            raise InputError(
+                f"{name!r} takes too long to decode (over {MAX_DECODE_S} s for the frames "
+                f"asked for): choose fewer frames, a shorter range, or a smaller video."
+            )
         target = targets[k][1]
         if can_seek and seeked_for != k and target - pos > max(_SEEK_GAP_S, 2 * key_gap):
             seek_s, seeked_for = target - 1 / fps, k  # from a frame before: nearest needs it

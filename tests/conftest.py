@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from contextlib import contextmanager
@@ -12,6 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download anything
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -81,3 +84,17 @@ def wait_until(condition, timeout: float = 30.0, interval: float = 0.02) -> bool
 
 def generate_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "internvl-generate"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (Playwright's own browser download is not used)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        browser.close()

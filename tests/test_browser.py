@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES, REPO, generate_threads, wait_until
+from tests.conftest import CHROMIUM, EXAMPLES, REPO, generate_threads, wait_until
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
 expect.set_options(timeout=30_000)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed", allow_module_level=True)
 
@@ -47,17 +45,6 @@ def slow_backend(backend, monkeypatch):
 
     monkeypatch.setattr(backend, "generation_kwargs", with_slower_model)
     return backend
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES
-from tests.test_browser import (  # noqa: F401 (browser and page are fixtures)
+from tests.test_browser import (  # noqa: F401 (page is a fixture)
     ask,
     bot_messages,
-    browser,
     expect,
     page,
     set_max_new_tokens,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
@@ -19,6 +20,9 @@ COFFEE = EXAMPLES / "coffee.jpg"  # 600x400
 REPLY = (
     "Here it is: <ref>the cup</ref><box>[[100, 200, 500, 800]]</box> and "
     "<ref>the spoon</ref><box>[[600, 300, 700, 900]]</box>."
+)
+TWENTY_BOXES = "".join(
+    f"<ref>thing {i}</ref><box>[[{10 + 40 * i}, 100, {40 + 40 * i}, 900]]</box>" for i in range(20)
 )
 EXPECTED = [
     {"label": "the cup", "x1": 60.0, "y1": 80.0, "x2": 300.0, "y2": 320.0},
@@ -71,10 +75,7 @@ def test_many_boxes_on_a_huge_image_are_drawn_on_a_bounded_copy(
     # pixels; the drawing is a copy of at most DRAWING_MAX_SIDE a side.
     huge = tmp_path / "huge.jpg"
     Image.new("RGB", (6000, 4000), (200, 200, 200)).save(huge, quality=80)
-    reply = "".join(
-        f"<ref>thing {i}</ref><box>[[{10 + 40 * i}, 100, {40 + 40 * i}, 900]]</box>"
-        for i in range(20)
-    )
+    reply = TWENTY_BOXES
     drawn_sizes = []
     real_draw = grounding_view.draw_boxes
     monkeypatch.setattr(
@@ -164,10 +165,7 @@ def test_the_drawing_follows_the_boxes_a_few_times_a_second_and_ends_complete(
 ):
     """Each new box was drawn (and encoded) while the model's slot was held: 20 boxes, 20
     drawings. Now at most four a second while the answer streams, and the last one complete."""
-    reply = "".join(
-        f"<ref>thing {i}</ref><box>[[{10 + 40 * i}, 100, {40 + 40 * i}, 900]]</box>"
-        for i in range(20)
-    )
+    reply = TWENTY_BOXES
     drawings = []
     real = grounding_chat.annotated_file
     monkeypatch.setattr(
@@ -202,3 +200,11 @@ def test_gradio_temp_files_are_deleted_once_old(scripted):
     from interface.layout import UPLOADS_KEPT_S, build_demo
 
     assert build_demo(scripted).delete_cache == (3600, UPLOADS_KEPT_S)
+
+
+def test_a_drawing_asked_for_again_after_its_file_went_is_drawn_again():
+    boxes = grounding_view.answer_boxes(str(COFFEE), "<box>[[1, 2, 300, 400]]</box>")
+    first = grounding_view.annotated_file(str(COFFEE), boxes)
+    Path(first).unlink()  # as keep_newest does once many newer files were written
+    again = grounding_view.annotated_file(str(COFFEE), boxes)
+    assert again == first and Path(again).is_file()

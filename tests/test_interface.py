@@ -115,3 +115,17 @@ def test_grounding_gives_back_what_was_typed_not_the_prompt():
     assert turn["text"].endswith("<ref>the cup</ref>")  # what the model is asked
     assert typed(turn) == "the cup"  # what Undo or a failed request puts back in the box
     assert typed(user_turn("plain question")) == "plain question"
+
+
+def test_new_turns_are_checked_a_few_at_a_time(backend):
+    """Checking a new turn decodes its video: unbounded, a crowd of uploads held a server
+    thread each while they waited for a decoding slot."""
+    from interface.chat import INPUT_CONCURRENCY, INPUT_QUEUE
+    from interface.layout import build_demo
+
+    demo = build_demo(backend)
+    add_turns = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "add_turn"]
+    assert add_turns
+    for function in add_turns:
+        assert function.concurrency_id == INPUT_QUEUE
+        assert function.concurrency_limit == INPUT_CONCURRENCY

@@ -232,3 +232,27 @@ def test_a_real_left_out_turn_is_reported(client, backend, monkeypatch):
     )
     assert answer.startswith("⚠️ Notice: The conversation is longer than the model's context")
     assert "1 oldest question(s)" in answer.split("\n\n")[0]
+
+
+def outcome(url: str, event_id: str) -> str:
+    """How a plain HTTP API call ended: the last SSE event's name (complete or error)."""
+    with httpx.stream("GET", f"{url}gradio_api/call/image_chat/{event_id}", timeout=60) as reply:
+        events = [line for line in reply.iter_lines() if line.startswith("event:")]
+    return events[-1].removeprefix("event:").strip()
+
+
+def test_a_burst_of_calls_from_one_address_gets_only_its_share(app):
+    """Gradio runs the validators of a burst before it queues any of the calls: 19 of 20
+    calls at once got through a limit of 8."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    backend, url, _ = app
+    backend.gate.clear()  # the first job holds the model while the burst arrives
+    with ThreadPoolExecutor(20) as pool:
+        posted = list(pool.map(lambda _: post_call(url, question="Q?"), range(20)))
+    accepted = [reply.json()["event_id"] for reply in posted if reply.status_code == 200]
+    backend.gate.set()
+    assert 0 < len(accepted) <= chat.MAX_JOBS_PER_ADDRESS
+    refused = [reply for reply in posted if reply.status_code != 200]
+    assert all(reply.status_code == 422 and "per address" in reply.text for reply in refused)
+    assert [outcome(url, event_id) for event_id in accepted] == ["complete"] * len(accepted)

@@ -43,7 +43,10 @@ def test_no_grounding_tag_survives_rendering_of_garbage():
 @pytest.mark.parametrize(
     ("answer", "shown"),
     [
-        ("See ![pixel](http://tracker.example/p.png)", "See [pixel](http://tracker.example/p.png)"),
+        (
+            "See ![pixel](http://tracker.example/p.png)",
+            "See \\![pixel](http://tracker.example/p.png)",
+        ),
         ('<img src="http://tracker.example/p.png">', '&lt;img src="http://tracker.example/p.png">'),
         ("<IMG SRC=x onerror=alert(1)>", "&lt;IMG SRC=x onerror=alert(1)>"),
     ],
@@ -61,9 +64,9 @@ URL = "http://tracker.example"
     ("answer", "shown"),
     [
         # Images of every markdown form become links.
-        (f"![see [this] here]({URL}/a)", f"[see [this] here]({URL}/a)"),
-        (f"![ref][r1]\n\n[r1]: {URL}/b", f"[ref][r1]\n\n[r1]: {URL}/b"),
-        (f"![short]\n\n[short]: {URL}/c", f"[short]\n\n[short]: {URL}/c"),
+        (f"![see [this] here]({URL}/a)", f"\\![see [this] here]({URL}/a)"),
+        (f"![ref][r1]\n\n[r1]: {URL}/b", f"\\![ref][r1]\n\n[r1]: {URL}/b"),
+        (f"![short]\n\n[short]: {URL}/c", f"\\![short]\n\n[short]: {URL}/c"),
         # Raw HTML is shown as text, whatever the tag.
         (f'<video poster="{URL}/v"></video>', f'&lt;video poster="{URL}/v">&lt;/video>'),
         (f'<svg><image href="{URL}/s"/></svg>', f'&lt;svg>&lt;image href="{URL}/s"/>&lt;/svg>'),
@@ -76,7 +79,7 @@ URL = "http://tracker.example"
         ),
         # A backslash already makes `<` and `!` plain text; two backslashes do not.
         ("\\<b> \\![a](b)", "\\<b> \\![a](b)"),
-        ("\\\\<b> \\\\![a](b)", "\\\\&lt;b> \\\\[a](b)"),
+        ("\\\\<b> \\\\![a](b)", "\\\\&lt;b> \\\\\\![a](b)"),
     ],
 )
 def test_markup_that_loads_urls_is_shown_as_text(answer, shown):
@@ -120,6 +123,8 @@ HOSTILE = [
     "> ```\n> <img src=q>\n",
     "$ <img src=m> $ and $$\n<img src=n>\n$$",
     "<ref>`<img src=r>`</ref><box>[[1,2,3,4]]</box>",
+    # Dropping the `!` of `![` once made a new `![` of the `!` before it.
+    f"!![x]({URL}/5) look !![x][r] and !!![y]({URL}/6)\n\n[r]: {URL}/7",
 ]
 
 

@@ -9,18 +9,15 @@ login page must all still work under that policy.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from model_backend.remote import OpenAIBackend
-from tests.conftest import EXAMPLES, wait_until
+from tests.conftest import CHROMIUM, EXAMPLES, wait_until
 from tests.security_setup import FakeEngine, RequestLog, secure_app
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed"),
@@ -125,17 +122,6 @@ def secure(engine, gradio_temp_dir):
 @pytest.fixture
 def secure_url(secure):
     return secure[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

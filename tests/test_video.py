@@ -18,6 +18,7 @@ import pytest
 from model_backend import video
 from model_backend.errors import InputError
 from model_backend.video import probe_video, read_frames, sample_frame_indices
+from tests.conftest import EXAMPLES
 from tests.media_files import X264, pattern, read_number, write_gif_bomb, write_video
 
 # ---------------------------------------------------------------------------------------------
@@ -450,3 +451,19 @@ def test_large_frames_are_decoded_straight_to_a_bounded_size(tmp_path):
     gif = write_gif_bomb(tmp_path / "canvas.gif", 4000, 2000, 3)  # under the limit, but large
     images, _ = read_frames(gif, 3)
     assert {image.size for image in images} == {video.bounded_size(4000, 2000, 1920 * 1080)}
+
+
+def test_decoding_has_a_deadline_and_stops_when_the_request_is_cancelled(monkeypatch):
+    """A small GIF of many frames on a large canvas took minutes to decode, uncancellable."""
+    import threading
+
+    from model_backend.base import RequestCancelled, cancellable
+
+    clip = str(EXAMPLES / "bouncing_ball.mp4")
+    gone = threading.Event()
+    gone.set()
+    with cancellable(gone), pytest.raises(RequestCancelled):
+        video.read_frames(clip, 8)
+    monkeypatch.setattr(video, "MAX_DECODE_S", -1)
+    with pytest.raises(InputError, match="takes too long to decode"):
+        video.read_frames(clip, 8)
