@@ -48,28 +48,53 @@ def header_markdown(backend: Backend) -> str:
     return "\n\n".join(lines)
 
 
-def add_model_choice(backend: Backend, header: gr.Markdown) -> None:
+def model_choice(backend: Backend) -> gr.Dropdown:
     """A model dropdown: the local backend swaps checkpoints (one in memory at a time), a remote
     one picks among what the engine serves. The choice applies to everyone using the demo."""
-    choice = gr.Dropdown(
+    return gr.Dropdown(
         backend.models, value=backend.info.model, label="Model", elem_id="model-choice"
     )
 
-    def switch(model: str, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+
+def default_system_prompt(backend: Backend) -> str:
+    return backend.info.system_prompt or DEFAULT_SYSTEM_PROMPT
+
+
+def prompts_after_switch(prompts: list[str], old_default: str, new_default: str) -> list[str]:
+    """The tabs' system prompts once the model changed: the old model's own default becomes the
+    new model's (their templates may differ); a prompt the user wrote stays."""
+    return [new_default if prompt == old_default else prompt for prompt in prompts]
+
+
+def wire_model_choice(
+    backend: Backend, choice: gr.Dropdown, header: gr.Markdown, prompts: list[gr.Textbox]
+) -> None:
+    def switch(model: str, *values: str, progress=gr.Progress()):  # noqa: B008 (Gradio's)
         progress(0, desc=f"Loading {model} (the previous model is freed first)…")
+        old_default = default_system_prompt(backend)
         try:
             backend.select_model(model)
         except (InputError, ModelLoadError) as error:
             raise gr.Error(str(error), print_exception=False) from None
-        return header_markdown(backend)
+        new = prompts_after_switch(list(values), old_default, default_system_prompt(backend))
+        return header_markdown(backend), *new
 
     choice.change(
         switch,
-        choice,
-        header,
+        [choice, *prompts],
+        [header, *prompts],
         concurrency_id=MODEL_QUEUE,
         api_visibility="private",
     )
+
+
+def system_prompt_boxes(demo: gr.Blocks) -> list[gr.Textbox]:
+    """Every tab's system prompt box (their elem_ids end in -system-prompt)."""
+    return [
+        block
+        for block in demo.blocks.values()
+        if isinstance(block, gr.Textbox) and (block.elem_id or "").endswith("-system-prompt")
+    ]
 
 
 def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
@@ -80,11 +105,10 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     # Gradio's temp folder cannot grow for as long as the app runs.
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(3600, UPLOADS_KEPT_S)) as demo:
         header = gr.Markdown(header_markdown(backend), elem_id="header-note")
-        if len(backend.models) > 1:
-            add_model_choice(backend, header)
+        choice = model_choice(backend) if len(backend.models) > 1 else None
         system_prompt = options.system_prompt
         if system_prompt is None:
-            system_prompt = backend.info.system_prompt or DEFAULT_SYSTEM_PROMPT
+            system_prompt = default_system_prompt(backend)
         common = (backend, options.defaults, system_prompt, options.concurrency_limit)
         with gr.Tabs():
             with gr.Tab("Image chat", id="image-chat"):
@@ -95,4 +119,6 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
                 build_video_chat_tab(*common)
             with gr.Tab("Grounding", id="grounding"):
                 build_grounding_tab(*common)
+        if choice is not None:
+            wire_model_choice(backend, choice, header, system_prompt_boxes(demo))
     return demo

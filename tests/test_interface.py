@@ -129,3 +129,22 @@ def test_new_turns_are_checked_a_few_at_a_time(backend):
     for function in add_turns:
         assert function.concurrency_id == INPUT_QUEUE
         assert function.concurrency_limit == INPUT_CONCURRENCY
+
+
+def test_switching_models_gives_the_tabs_the_new_models_system_prompt():
+    """InternVL2-8B-MPO has another default system message than InternVL 2.5: switching to it
+    kept the first model's, unless the user had written their own."""
+    from interface.layout import build_demo, prompts_after_switch, system_prompt_boxes
+    from model_backend.prompt import DEFAULT_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT
+    from tests.scripted_backend import ScriptedBackend
+
+    assert prompts_after_switch(
+        [DEFAULT_SYSTEM_PROMPT, "Be brief."], DEFAULT_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT
+    ) == [INTERNVL2_SYSTEM_PROMPT, "Be brief."]
+    backend = ScriptedBackend("An answer.")
+    backend.models = ["scripted", "another"]
+    demo = build_demo(backend)
+    boxes = {box._id for box in system_prompt_boxes(demo)}
+    assert len(boxes) == 4  # one per tab
+    switch = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "switch"]
+    assert len(switch) == 1 and boxes <= {block._id for block in switch[0].outputs}
