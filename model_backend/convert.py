@@ -6,7 +6,7 @@ SRC is a local folder or a Hub id (OpenGVLab/InternVL2_5-8B, ...); DST a new fol
 `AutoModelForImageTextToText` and `AutoProcessor` load with no remote code. The app does the same
 on its own when `--model` names an original-format checkpoint (model_backend.loading).
 
-What decides whether the numbers come out right (../shared/internvl-reference.md, section 9):
+What decides whether the numbers come out right (checked against the original modeling code):
 - InternLM2 language models become Llama. Their `wqkv` is packed per key/value head: for each
   kv head, `heads/kv_heads` query slots, then its key, then its value (not [q; k; v]).
 - Qwen2 language models only change prefix.

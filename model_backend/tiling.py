@@ -1,7 +1,7 @@
 """InternVL's dynamic high-resolution tiling, and the tensor path that feeds the model.
 
 The grid rule and the pixel pipeline follow the published InternVL 2.5 preprocessing exactly
-(see ../shared/internvl-reference.md, section 2): pick the (cols, rows) grid whose aspect ratio is
+(the model cards' `dynamic_preprocess`): pick the (cols, rows) grid whose aspect ratio is
 closest to the image's, resize the whole image to that grid of 448-pixel tiles (bicubic), cut it
 row by row, and append a 448x448 thumbnail of the whole image when there is more than one tile.
 
