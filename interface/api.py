@@ -16,14 +16,9 @@ from collections.abc import Callable
 import gradio as gr
 from gradio_client.utils import is_valid_file
 
-from interface.chat import (
-    MODEL_QUEUE,
-    ResultReader,
-    client_limit_validator,
-    stream_answer,
-    user_message,
-)
+from interface.chat import stream_answer, user_message
 from interface.conversation import to_conversation
+from interface.queueing import MODEL_QUEUE, ResultReader, client_limit_validator
 from interface.settings import SETTING_NAMES, finite_number, make_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import GenerationError, InputError

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from interface import chat
-from interface.chat import MODEL_QUEUE
+from interface import queueing
 from interface.grounding_chat import build_grounding_tab
 from interface.image_chat import build_image_chat_tab
 from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
@@ -33,7 +32,7 @@ class UIOptions:
     system_prompt: str | None = None  # None: the checkpoint's own (backend.info.system_prompt)
     concurrency_limit: int = 1  # generations at once (the model queue is shared by all tabs)
     max_images: int = DEFAULT_MAX_IMAGES  # per conversation, in the multi-image tab
-    jobs_per_address: int = chat.MAX_JOBS_PER_ADDRESS  # requests one address may have queued
+    jobs_per_address: int = queueing.MAX_JOBS_PER_ADDRESS  # requests one address may have queued
 
 
 def header_markdown(backend: Backend) -> str:
@@ -83,7 +82,7 @@ def wire_model_choice(
         switch,
         [choice, *prompts],
         [header, *prompts],
-        concurrency_id=MODEL_QUEUE,
+        concurrency_id=queueing.MODEL_QUEUE,
         api_visibility="private",
     )
 
@@ -100,7 +99,7 @@ def system_prompt_boxes(demo: gr.Blocks) -> list[gr.Textbox]:
 def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     """Build the Gradio app around a backend (the caller queues and launches it)."""
     options = options or UIOptions()
-    chat.MAX_JOBS_PER_ADDRESS = options.jobs_per_address  # one setting for the whole process
+    queueing.MAX_JOBS_PER_ADDRESS = options.jobs_per_address  # one setting for the whole process
     # Uploads and served copies older than UPLOADS_KEPT_S are deleted (checked hourly), so
     # Gradio's temp folder cannot grow for as long as the app runs.
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(3600, UPLOADS_KEPT_S)) as demo:

@@ -12,7 +12,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import ValidationError
 from gradio_client.utils import Status
 
-from interface import chat
+from interface import queueing
 from model_backend.base import raise_if_cancelled
 from tests.conftest import EXAMPLES, launched, wait_until
 from tests.scripted_backend import ScriptedBackend
@@ -127,12 +127,12 @@ def test_a_client_may_queue_only_its_share(app):
     backend, url, new_client = app
     backend.gate.clear()  # the first job holds the model; the others wait in the queue
     client = new_client()
-    jobs = [ask(client) for _ in range(chat.MAX_JOBS_PER_SESSION)]
+    jobs = [ask(client) for _ in range(queueing.MAX_JOBS_PER_SESSION)]
     assert wait_until(lambda: all(job.status().code in {Status.IN_QUEUE, *STARTED} for job in jobs))
     with pytest.raises(ValidationError, match="the most one client may have"):
         ask(client).result()
     # Other sessions from the same address have the rest of the address's share.
-    others = [ask(new_client()) for _ in range(chat.MAX_JOBS_PER_ADDRESS - len(jobs))]
+    others = [ask(new_client()) for _ in range(queueing.MAX_JOBS_PER_ADDRESS - len(jobs))]
     assert wait_until(lambda: all(job.status().code == Status.IN_QUEUE for job in others))
     with pytest.raises(ValidationError, match="per address"):
         ask(new_client()).result()
@@ -145,7 +145,7 @@ def test_a_client_may_queue_only_its_share(app):
 
 def test_an_answer_nobody_reads_stops(app, monkeypatch):
     backend, url, _ = app
-    monkeypatch.setattr(chat, "ABANDONED_AFTER_S", 0.5)
+    monkeypatch.setattr(queueing, "ABANDONED_AFTER_S", 0.5)
     backend.reply = LONG_REPLY
     posted = post_call(url, question="Tell me a story.")
     assert posted.status_code == 200  # and its result is never fetched
@@ -155,7 +155,7 @@ def test_an_answer_nobody_reads_stops(app, monkeypatch):
 
 def test_an_answer_being_read_goes_on(app, monkeypatch):
     backend, _url, new_client = app
-    monkeypatch.setattr(chat, "ABANDONED_AFTER_S", 0.5)
+    monkeypatch.setattr(queueing, "ABANDONED_AFTER_S", 0.5)
     backend.reply = "word " * 100  # 1.25 s, more than ABANDONED_AFTER_S
     assert ask(new_client()).result() == backend.reply
     assert backend.pieces_sent == [backend.pieces_in(backend.reply)]
@@ -252,7 +252,7 @@ def test_a_burst_of_calls_from_one_address_gets_only_its_share(app):
         posted = list(pool.map(lambda _: post_call(url, question="Q?"), range(20)))
     accepted = [reply.json()["event_id"] for reply in posted if reply.status_code == 200]
     backend.gate.set()
-    assert 0 < len(accepted) <= chat.MAX_JOBS_PER_ADDRESS
+    assert 0 < len(accepted) <= queueing.MAX_JOBS_PER_ADDRESS
     refused = [reply for reply in posted if reply.status_code != 200]
     assert all(reply.status_code == 422 and "per address" in reply.text for reply in refused)
     assert [outcome(url, event_id) for event_id in accepted] == ["complete"] * len(accepted)
