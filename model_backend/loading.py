@@ -608,6 +608,8 @@ def check_limits(limits: dict[int, int], target: torch.device) -> None:
 
 
 def check_memory(model, config, target, dtype, quantize, limits, several_gpus) -> None:
+    if on_zero_gpu():  # CUDA may not be touched outside the GPU function there
+        return
     size = weight_bytes(model)
     if size is None:
         return
