@@ -121,8 +121,8 @@ class LoginThrottle:
         attempts = self._attempts(address)
         attempts.in_flight = max(0, attempts.in_flight - 1)  # 0 if forgotten meanwhile
         if not failed:
-            attempts.failures = 0
-            attempts.retry_at = 0.0
+            # The count stays: with several accounts, a correct login with one of them must not
+            # buy more free guesses at the others. A quiet address starts afresh instead.
             return
         attempts.failures += 1
         attempts.last_failure = self.clock()

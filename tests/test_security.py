@@ -204,15 +204,18 @@ def test_each_failure_beyond_the_free_ones_doubles_the_wait_up_to_a_cap():
     assert waits == [1, 2, 4, 8, 8, 8]
 
 
-def test_a_success_or_a_long_quiet_clears_the_count():
+def test_a_long_quiet_clears_the_count_a_success_does_not():
+    """A correct login with one account once reset the count: an attacker holding one account
+    could guess others' passwords between its own logins, never slowed down."""
     clock = Clock()
     throttle = LoginThrottle(free_failures=1, first_delay_s=1, forget_after_s=60, clock=clock)
     fail(throttle)
     assert fail(throttle) == 1
     clock.now += 1
     assert throttle.begin("a") is None
-    throttle.end("a", failed=False)
-    assert fail(throttle) is None  # counted from zero again
+    throttle.end("a", failed=False)  # someone logs in correctly from the same address
+    assert fail(throttle) is None  # the attempt is let through (the wait has passed) ...
+    assert fail(throttle) == 2  # ... but the count went on: the wait doubled, not restarted
     clock.now += 61
     assert fail(throttle) is None
 
