@@ -30,6 +30,10 @@ MAX_VIDEO_SECONDS = 1_000_000  # start/end beyond this (11 days) are no video's 
 MAX_QUESTION_CHARS = 30_000
 MAX_SYSTEM_PROMPT_CHARS = 10_000
 MAX_ANSWER_CHARS = 100_000  # earlier answers sent back through the API history
+# The whole conversation: several times what fits the model's context (its oldest image turns
+# are left out when it does not fit), so nothing real is refused, but a history of thousands of
+# long answers is not cleaned and tokenized while others wait.
+MAX_CONVERSATION_CHARS = 500_000
 
 
 def check_length(text: str, limit: int, what: str) -> None:
@@ -110,6 +114,12 @@ class Conversation:
 
     def check(self) -> None:
         """Raise InputError unless this is a conversation a model can answer."""
+        total = sum(len(turn.text) for turn in self.turns) + len(self.system_prompt)
+        if total > MAX_CONVERSATION_CHARS:
+            raise InputError(
+                f"The conversation is {total:,} characters long; the limit is "
+                f"{MAX_CONVERSATION_CHARS:,}. Please start a new conversation."
+            )
         check_length(self.system_prompt, MAX_SYSTEM_PROMPT_CHARS, "system prompt")
         for turn in self.turns:
             if turn.role == "user":

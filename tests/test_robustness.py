@@ -190,3 +190,16 @@ def test_bad_video_numbers_are_refused_by_name(app_url, capfd, caplog, video, na
     assert "event: error" in events and message in events
     assert "Traceback" not in capfd.readouterr().err
     assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_a_history_of_many_long_answers_is_refused_before_any_work():
+    """Each earlier answer may be 100,000 characters; the number of them was not bounded."""
+    from model_backend.base import MAX_CONVERSATION_CHARS, Conversation, Turn
+    from model_backend.errors import InputError
+
+    turns = []
+    for _ in range(6):
+        turns += [Turn("user", "Go on."), Turn("assistant", "x" * 99_999)]
+    conversation = Conversation((*turns, Turn("user", "And?")))
+    with pytest.raises(InputError, match=f"the limit is {MAX_CONVERSATION_CHARS:,}"):
+        conversation.check()
