@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from interface.grounding_view import annotated_file, answer_boxes
 from interface.rendering import render_answer, stats_line
+from interface.settings import finite_number
 from model_backend.base import Conversation, Turn, VideoClip
 from model_backend.errors import InputError
 from model_backend.styles import DEFAULT_STYLE, normalize_style, split_final_answer
@@ -40,13 +41,14 @@ def assistant_turn(text: str, stats: str | None = None) -> dict:
 def video_dict(
     path: str, num_frames: int, start: float | None, end: float | None, tiles_per_frame: int
 ) -> dict:
-    """How a turn records its video (plain data, as gr.State keeps it)."""
+    """How a turn records its video (plain data, as gr.State keeps it). Numbers that are not
+    finite are refused by name (int(inf) would raise OverflowError)."""
     return {
         "path": path,
-        "num_frames": int(num_frames),
-        "start": None if start is None else float(start),
-        "end": None if end is None else float(end),
-        "tiles_per_frame": int(tiles_per_frame),
+        "num_frames": int(finite_number("num_frames", num_frames)),
+        "start": None if start is None else finite_number("start", start),
+        "end": None if end is None else finite_number("end", end),
+        "tiles_per_frame": int(finite_number("tiles_per_frame", tiles_per_frame)),
     }
 
 

@@ -148,3 +148,15 @@ def test_switching_models_gives_the_tabs_the_new_models_system_prompt():
     assert len(boxes) == 4  # one per tab
     switch = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "switch"]
     assert len(switch) == 1 and boxes <= {block._id for block in switch[0].outputs}
+
+
+def test_a_video_turn_with_numbers_that_are_not_finite_is_refused_by_name():
+    """The UI's own handlers (callable by fn_index) turned inf into an OverflowError."""
+    from interface.conversation import video_dict
+    from model_backend.errors import InputError
+
+    with pytest.raises(InputError, match="num_frames must be a finite number"):
+        video_dict("clip.mp4", float("inf"), None, None, 1)
+    with pytest.raises(InputError, match="end must be a finite number"):
+        video_dict("clip.mp4", 8, 0.0, float("nan"), 1)
+    assert video_dict("clip.mp4", 8.0, None, 2, 1)["end"] == 2.0
