@@ -209,23 +209,10 @@ def build_app(args: argparse.Namespace):
     return backend, demo
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    auth = read_auth(args)
-    try:
-        _, demo = build_app(args)
-    except ModelLoadError as error:
-        print(f"\n{error}\n", file=sys.stderr)
-        return 2
-    warning = exposure_warning(args, auth)
-    if warning:
-        print(warning, file=sys.stderr)
-    from interface.export import exit_on_signals
+def launch(demo, args: argparse.Namespace, auth: list) -> None:
+    """Start serving (without blocking) and say where."""
     from interface.layout import CSS
     from interface.security import secure_launch_options
-
-    exit_on_signals()  # SIGTERM and SIGINT end the app like Ctrl+C: its temp files are removed
 
     # quiet: Gradio's own hint ("set share=True in launch()") is wrong for this app.
     _, local_url, share_url = demo.launch(
@@ -248,7 +235,29 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "For a public link, start it with --share (and --auth user:password).", file=sys.stderr
         )
-    demo.block_thread()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    auth = read_auth(args)
+    try:
+        _, demo = build_app(args)
+    except ModelLoadError as error:
+        print(f"\n{error}\n", file=sys.stderr)
+        return 2
+    warning = exposure_warning(args, auth)
+    if warning:
+        print(warning, file=sys.stderr)
+    from interface.export import exit_on_signals
+
+    exit_on_signals()  # SIGTERM and SIGINT end the app like Ctrl+C: its temp files are removed
+
+    try:
+        launch(demo, args, auth)
+        demo.block_thread()  # returns on Ctrl+C or SIGTERM, once the server is closed
+    except KeyboardInterrupt:  # the same, arriving while the server was still starting
+        demo.close()
     return 0
 
 

@@ -83,3 +83,38 @@ def test_gradio_share_gets_the_no_auth_warning(monkeypatch):
     args = app.parse_args([])
     assert args.share is True
     assert "--share" in app.exposure_warning(args, [])
+
+
+def test_sigterm_ends_the_app_cleanly_with_its_temp_files(tiny_checkpoint, tmp_path):
+    """`docker stop` sends SIGTERM: the app must end through its exit handlers (which remove
+    its temporary files), not be killed where it stands."""
+    import signal
+
+    import httpx
+
+    from tests.conftest import wait_until
+
+    port = free_port()
+    env = {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", "GRADIO_TEMP_DIR": str(tmp_path)}
+    app = subprocess.Popen(
+        [sys.executable, "app.py", "--model", str(tiny_checkpoint), "--port", str(port)],
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def serving() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        assert wait_until(serving, timeout=120), "the app did not start"
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=60) == 0  # ended by its handlers, not killed by the signal
+    finally:
+        app.kill()
+    assert "Traceback" not in app.stderr.read()
