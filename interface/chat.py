@@ -37,6 +37,7 @@ from model_backend.base import (
     check_length,
 )
 from model_backend.errors import GenerationError, InputError
+from model_backend.media import check_image, sample_video
 from model_backend.styles import normalize_style
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def stream_answer(
     def start() -> TextStream:
         if check_images:
             for path in conversation.image_paths:
-                backend.check_image(path)
+                check_image(path)
         return backend.stream(conversation, settings)
 
     stream = None
@@ -469,9 +470,9 @@ class ChatPanel:
             turn = self.collect_turn(message, turns, *media_values)
             turn.update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
             for path in turn["images"]:
-                self.backend.check_image(path)
+                check_image(path)
             if turn.get("video"):
-                self.backend.sample_video(to_clip(turn["video"]))  # decodes once, cached
+                sample_video(to_clip(turn["video"]))  # decodes once, cached
         except InputError as error:
             raise gr.Error(str(error), print_exception=False) from None
         turns = [*turns, turn]

@@ -12,6 +12,7 @@ from interface.image_chat import question_text
 from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
+from model_backend.media import image_token_estimate
 
 DEFAULT_MAX_IMAGES = 8
 
@@ -49,7 +50,7 @@ def preview(
         return gallery, "Attach images to the question (you can select several at once)."
     draft = to_conversation([*turns, user_turn("(draft)", pending)], "")
     try:
-        tiles = backend.image_token_estimate(draft, int(max_tiles))
+        tiles = image_token_estimate(draft, int(max_tiles))
     except InputError as error:
         return gallery, f"⚠️ {error}"
     new_tiles = sum(tiles[len(sent) :])

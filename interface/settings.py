@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import gradio as gr
 
-from model_backend.base import GenerationSettings
 from model_backend.errors import InputError
 from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE
+from model_backend.types import SETTING_LIMITS, GenerationSettings
 
 
 @dataclass
@@ -57,34 +57,27 @@ def build_settings(
             system_prompt, label="System prompt", lines=3, elem_id=f"{prefix}-system-prompt"
         )
 
-        def slider(name: str, low: float, high: float, step: float, label: str, **kw):
-            elem_id = f"{prefix}-{name.replace('_', '-')}"
+        def slider(name: str, **kw) -> gr.Slider:
+            limit = SETTING_LIMITS[name]
+            low = limit.low + limit.step if limit.low_open else limit.low
             value = getattr(defaults, name)
-            return gr.Slider(low, high, value, step=step, label=label, elem_id=elem_id, **kw)
+            elem_id = f"{prefix}-{name.replace('_', '-')}"
+            return gr.Slider(
+                low, limit.high, value, step=limit.step, label=limit.label, elem_id=elem_id, **kw
+            )
 
         return SettingsControls(
             reasoning=reasoning,
             answer_style=answer_style,
             system_prompt=prompt,
-            temperature=slider("temperature", 0, 1.5, 0.05, "Temperature (0 = greedy)"),
-            top_p=slider("top_p", 0.05, 1, 0.05, "Top-p"),
-            top_k=slider("top_k", 0, 100, 1, "Top-k (0 = off)"),
-            repetition_penalty=slider("repetition_penalty", 1.0, 1.5, 0.01, "Repetition penalty"),
-            max_new_tokens=slider("max_new_tokens", 16, 4096, 16, "Max new tokens"),
-            max_tiles=slider("max_tiles", 1, 24, 1, "Max tiles per image", visible=show_max_tiles),
+            **{name: slider(name) for name in SETTING_NAMES if name != "max_tiles"},
+            max_tiles=slider("max_tiles", visible=show_max_tiles),
         )
 
 
 # The sampling settings as UI components and API parameters name them, in this order.
-SETTING_NAMES = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "max_new_tokens",
-    "max_tiles",
-)
-INTEGER_SETTINGS = {"top_k", "max_new_tokens", "max_tiles"}
+SETTING_NAMES = tuple(field.name for field in fields(GenerationSettings))
+INTEGER_SETTINGS = {field.name for field in fields(GenerationSettings) if field.type == "int"}
 
 
 def finite_number(name: str, value) -> float:

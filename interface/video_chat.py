@@ -14,7 +14,7 @@ from interface.image_chat import question_text
 from interface.settings import build_settings
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
-from model_backend.media import DECODE_SLOTS
+from model_backend.media import DECODE_SLOTS, sample_video
 
 VIDEO_TYPES = [".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -70,7 +70,7 @@ def collect_video_turn(
 
 def frame_gallery(backend: Backend, clip: dict) -> list[tuple]:
     """The frames the model will see, captioned with their number and time."""
-    frames, times = backend.sample_video(to_clip(clip))
+    frames, times = sample_video(to_clip(clip))
     pairs = enumerate(zip(frames, times, strict=True))
     return [(frame, f"#{i + 1} · {t:.1f} s") for i, (frame, t) in pairs]
 

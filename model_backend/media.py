@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from model_backend.base import VideoClip
+from model_backend.cancel import raise_if_cancelled
 from model_backend.errors import InputError
 from model_backend.images import load_image
-from model_backend.tiling import TILE_SIZE, image_to_pixel_values
+from model_backend.prompt import image_tile_budgets
+from model_backend.tiling import TILE_SIZE, count_tiles, image_to_pixel_values
+from model_backend.types import Conversation, VideoClip
 from model_backend.video import read_frames
 
 
@@ -139,8 +141,32 @@ def image_pixels(path: str, max_tiles: int, tile_size: int = TILE_SIZE) -> np.nd
     )
 
 
+def check_image(path: str | Path) -> None:
+    """Raise InputError if the file is not an image the model can use."""
+    raise_if_cancelled()
+    load_image(path)
+
+
+def image_token_estimate(conversation: Conversation, max_tiles: int) -> list[int]:
+    """Tiles (thumbnail included) each image of the conversation will cost, in order.
+
+    Reads only image headers; multiply by the model's tokens per tile for tokens.
+    """
+    budgets = image_tile_budgets(conversation, max_tiles)
+    return [
+        count_tiles(*image_size(path), budget)
+        for path, budget in zip(conversation.image_paths, budgets, strict=True)
+    ]
+
+
 def sample_video(clip: VideoClip) -> tuple[list[Image.Image], list[float]]:
-    """The clip's sampled frames (upright) and their timestamps, decoded once."""
+    """The frames the model will see (upright) and their timestamps in seconds.
+
+    Raises InputError for a clip no model takes. Cached: asking again about the same clip
+    does not decode the video again.
+    """
+    clip.check()
+    raise_if_cancelled()
     key = (file_key(clip.path), clip.num_frames, clip.start, clip.end)
 
     def decode() -> tuple[list[Image.Image], list[float]]:

@@ -26,8 +26,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from model_backend.base import Conversation, Turn
 from model_backend.styles import style_question
+from model_backend.types import Conversation, Turn
 
 # The model's own system message (InternVL 2.5 model cards and chat template).
 DEFAULT_SYSTEM_PROMPT = (

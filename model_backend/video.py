@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from model_backend.base import raise_if_cancelled
+from model_backend.cancel import raise_if_cancelled
 from model_backend.errors import InputError
 from model_backend.images import check_size
 

@@ -17,6 +17,7 @@ from model_backend.base import (
     GenerationStats,
     TextStream,
 )
+from model_backend.media import check_image
 
 
 class ScriptedBackend(Backend):
@@ -31,7 +32,7 @@ class ScriptedBackend(Backend):
         conversation.check()
         settings.check()
         for path in conversation.image_paths:
-            self.check_image(path)
+            check_image(path)
         self.conversations.append(conversation)
         stop = threading.Event()
         stream = TextStream(pieces=iter(()), cancel=stop.set)

@@ -58,7 +58,7 @@ def test_follow_up_about_a_video_does_not_decode_it_again(backend, clip_path, mo
     media.PIXEL_CACHE.clear()
     clip = VideoClip(str(clip_path), num_frames=6)
     first = Conversation((Turn("user", "What happens?", video=clip),))
-    frames, times = backend.sample_video(clip)  # the gallery preview
+    frames, times = media.sample_video(clip)  # the gallery preview
     assert len(frames) == 6 and times == sorted(times)
     backend.prepare(first, GenerationSettings())
     follow_up = Conversation((*first.turns, Turn("assistant", "x"), Turn("user", "And then?")))
