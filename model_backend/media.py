@@ -21,7 +21,7 @@ from model_backend.errors import InputError
 from model_backend.images import load_image
 from model_backend.prompt import image_tile_budgets
 from model_backend.tiling import TILE_SIZE, count_tiles, image_to_pixel_values
-from model_backend.types import Conversation, VideoClip
+from model_backend.types import Conversation, Turn, VideoClip
 from model_backend.video import read_frames
 
 
@@ -145,6 +145,15 @@ def check_image(path: str | Path) -> None:
     """Raise InputError if the file is not an image the model can use."""
     raise_if_cancelled()
     load_image(path)
+
+
+def check_turn(turn: Turn) -> None:
+    """Raise InputError unless the model can take the turn's images and video: the one check
+    the UI calls for early feedback when a question is added (the backends check again)."""
+    for path in turn.images:
+        check_image(path)
+    if turn.video:
+        sample_video(turn.video)  # checks the clip; decodes once, cached for the answer
 
 
 def image_token_estimate(conversation: Conversation, max_tiles: int) -> list[int]:
