@@ -79,6 +79,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="memory per GPU when placing a model over several, e.g. 0=20GiB,1=40GiB",
     )
     model.add_argument(
+        "--model-pool-gb",
+        type=float,
+        default=env("model_pool_gb"),
+        help="memory for the models held at once when sessions choose different ones from the "
+        "menu (least recently used unloaded first; default: what the device has)",
+    )
+    model.add_argument(
+        "--prefix-cache-gb",
+        type=float,
+        default=env("prefix_cache_gb"),
+        help="memory for each conversation's kept prompt (KV cache), which makes follow-ups "
+        "fast; 0 turns it off (default: a share of the device's memory)",
+    )
+    model.add_argument(
         "--dtype", default=env("dtype", "auto"), choices=["auto", "bfloat16", "float16", "float32"]
     )
     model.add_argument(
@@ -191,6 +205,8 @@ def make_backend(args: argparse.Namespace):
         models=args.model,
         quantize=args.quantize,
         max_memory=args.max_memory,
+        model_pool_gb=args.model_pool_gb,
+        prefix_cache_gb=args.prefix_cache_gb,
     )
 
 

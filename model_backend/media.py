@@ -1,7 +1,8 @@
 """Media -> model-ready tiles, with caches so that later turns do not decode anything again.
 
-Images are identified by their content (a digest of the bytes), videos by path, size and
-modification time (hashing gigabytes on every turn would cost more than it saves).
+Images are identified by their content (a digest of the bytes, taken once per file version:
+path, size and modification time), videos by that version alone (hashing gigabytes would cost
+more than it saves).
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ PIXEL_CACHE = BoundedCache(512 * 1024**2, _pixel_bytes)
 # Decoded frames of the last few videos (64 full-HD frames are 530 MB in memory; frames are
 # decoded to at most full-HD's pixel count, so one video's frames always fit).
 FRAME_CACHE = BoundedCache(1024**3, _frame_bytes)
+# Facts about a file version (its digest, that it is a usable image), by (path, size, mtime):
+# each is read once however many turns show the file. Bounded by count; each is a few bytes.
+FILE_FACTS = BoundedCache(4096, lambda _: 1)
 # Videos decoded at once, whoever asks (gallery preview, new turn, API, remote engine): each
 # decode holds up to a few full-size frames inside FFmpeg and its sampled frames until cached.
 DECODE_SLOTS = Slots(2)
@@ -126,7 +130,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def content_key(path: str | Path) -> str:
     """A digest of the file's bytes: the same picture uploaded twice (a new path each time for
-    an API client) is recognised. For images only; videos are too large to hash on every turn."""
+    an API client) is recognised. Hashed once per file version (path, size, modification
+    time). For images only; videos are identified by `file_key`."""
+    return FILE_FACTS.get_or_make(("digest", *file_key(path)), lambda: _file_digest(path))
+
+
+def _file_digest(path: str | Path) -> str:
     try:
         return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
     except OSError as error:
@@ -142,9 +151,10 @@ def image_pixels(path: str, max_tiles: int, tile_size: int = TILE_SIZE) -> np.nd
 
 
 def check_image(path: str | Path) -> None:
-    """Raise InputError if the file is not an image the model can use."""
+    """Raise InputError if the file is not an image the model can use (decoded once per file
+    version: a follow-up does not decode the conversation's images again to check them)."""
     raise_if_cancelled()
-    load_image(path)
+    FILE_FACTS.get_or_make(("usable image", *file_key(path)), lambda: bool(load_image(path)))
 
 
 def check_turn(turn: Turn) -> None:

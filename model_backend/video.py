@@ -3,7 +3,8 @@
 - `sample_frame_indices`: InternVL's `get_index`, number for number.
 - `probe_video`: cheap facts about a file (frame count, fps, duration, size, rotation).
 - `read_frames`: decodes only the sampled frames, upright and at a bounded size, with their
-  stream timestamps.
+  stream timestamps. Frame k is the k-th frame in presentation order, as the reference's decord
+  reads it, also in variable-frame-rate files (phone recordings).
 
 Frame size is checked from the header before anything is decoded (a 100-byte GIF can declare a
 16000x16000 canvas), and FFmpeg's own `max_pixels` guard refuses bigger frames met later on.
@@ -23,8 +24,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import av
+import numpy as np
 from PIL import Image
 
 from model_backend.cancel import raise_if_cancelled
@@ -81,6 +84,9 @@ class _Probe:
     info: VideoInfo
     fps: Fraction  # exact average rate: frame i of a constant-rate file starts at i / fps
     stream_end_s: Fraction | None  # the video stream's own declared end, when it has one
+    # Every frame's pts (stream time base) in presentation order, from the packet timestamps;
+    # None when not scanned (constant rate) or when some packet has no timestamp.
+    frame_pts: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,15 +241,21 @@ def _clockwise(frame: av.VideoFrame) -> int:
 
 
 def _scan(
-    container: av.container.InputContainer, stream: av.VideoStream, count_packets: bool
-) -> tuple[av.VideoFrame | None, int, Fraction | None]:
-    """Decode the first frame; optionally demux the rest without decoding to count it.
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    name: str,
+    scan_all: bool,
+    deadline: float | None = None,
+) -> tuple[av.VideoFrame | None, list[int | None], Fraction | None]:
+    """Decode the first frame; with `scan_all`, demux the rest without decoding.
 
-    Returns (first frame or None, video packet count, end of the last packet in seconds from
-    the stream start). Counting demuxes only: no frame is decoded or held past the first.
+    Returns (first frame or None, the pts of every video packet read in decoding order (None
+    where a packet has none), end of the last packet in seconds from the stream start).
+    Scanning demuxes only: no frame is decoded or held past the first.
     """
     first: av.VideoFrame | None = None
-    count, end_pts = 0, None
+    pts: list[int | None] = []
+    end_pts = None
     for packet in container.demux(stream):
         if first is None:
             try:
@@ -252,24 +264,59 @@ def _scan(
                 decoded = []  # a damaged packet; a later keyframe may still decode
             first = decoded[0] if decoded else None
         if packet.size:  # demux ends with an empty flush packet
-            count += 1
+            pts.append(packet.pts)
             if packet.pts is not None:
                 packet_end = packet.pts + (packet.duration or 0)
                 end_pts = packet_end if end_pts is None else max(end_pts, packet_end)
-        if first is not None and not count_packets:
+            if len(pts) % 1000 == 0:
+                _check_time(deadline, name)
+        if first is not None and not scan_all:
             break
     if end_pts is None:
-        return first, count, None
-    return first, count, (end_pts - (stream.start_time or 0)) * stream.time_base
+        return first, pts, None
+    return first, pts, (end_pts - (stream.start_time or 0)) * stream.time_base
+
+
+def _presentation_order(pts: list[int | None]) -> np.ndarray | None:
+    """The frames' pts in presentation order (the order a player shows them, and decord's frame
+    order; packets come in decoding order), or None if some packet has no timestamp."""
+    if not pts or None in pts:
+        return None
+    return np.sort(np.array(pts, np.int64))  # 8 bytes a frame: 3 hours at 30 fps is 2.6 MB
+
+
+def _regular_index(stream: av.VideoStream) -> bool:
+    """Whether the container's index (mp4 and mov read every frame's decoding time at opening)
+    puts each frame k within a quarter frame of k / average rate. Then frame k is the frame
+    nearest to that time, with no need to scan the packets for their timestamps."""
+    rate, entries = stream.average_rate, stream.index_entries
+    if not rate or stream.frames <= 0 or len(entries) != stream.frames:
+        return False
+    ticks = np.fromiter((entry.timestamp for entry in entries), np.int64, len(entries))
+    step = float(1 / (rate * stream.time_base))  # time-base ticks per frame
+    drift = ticks - ticks[0] - np.arange(len(ticks)) * step
+    return bool(np.abs(drift).max() < step / 4)
 
 
 def _probe_container(
-    container: av.container.InputContainer, stream: av.VideoStream, name: str, max_pixels: int
+    container: av.container.InputContainer,
+    stream: av.VideoStream,
+    name: str,
+    max_pixels: int,
+    *,
+    frame_times: bool = False,
+    deadline: float | None = None,
 ) -> _Probe:
-    """Probe an open container; reads only the first frame when the header has a frame count."""
+    """Probe an open container; reads only the first frame when the header has a frame count.
+
+    With `frame_times`, the probe also has every frame's timestamp (demuxing only, no decoding)
+    unless the container's index shows a constant rate (then frame k is at k / fps anyway).
+    """
     header_frames = stream.frames  # 0 when the container does not say (webm, mkv, ...)
+    # Packets are read to the end for a count (none in the header) or for the frame times.
+    scan_all = header_frames <= 0 or (frame_times and not _regular_index(stream))
     try:
-        first, packets, packets_end = _scan(container, stream, count_packets=header_frames <= 0)
+        first, pts, packets_end = _scan(container, stream, name, scan_all, deadline)
     except av.ArgumentError as error:
         if stream.codec_context.width:
             raise
@@ -278,7 +325,7 @@ def _probe_container(
             f"Could not decode {name!r}: most likely its frames are larger than the limit of "
             f"{max_pixels:,} pixels (8K; please resize it), or the file is damaged."
         ) from error
-    total = header_frames if header_frames > 0 else packets
+    total = header_frames if header_frames > 0 else len(pts)
     if total <= 0:
         raise InputError(f"{name!r} has a video stream but no frames in it.")
     if first is None:
@@ -304,7 +351,8 @@ def _probe_container(
     if rotation in (90, 270):
         width, height = height, width
     info = VideoInfo(total, float(fps), float(duration), width, height, rotation)
-    return _Probe(info, fps, stream_end)
+    frame_pts = _presentation_order(pts) if frame_times and scan_all else None
+    return _Probe(info, fps, stream_end, frame_pts)
 
 
 def probe_video(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoInfo:
@@ -390,6 +438,91 @@ def _check_not_truncated(
 MAX_DECODE_S = 60
 
 
+def _check_time(deadline: float | None, name: str) -> None:
+    """Stop if the request has gone (a closed page, a cancelled job) or the time is up."""
+    raise_if_cancelled()
+    if deadline is not None and time.monotonic() > deadline:
+        raise InputError(
+            f"{name!r} takes too long to decode (over {MAX_DECODE_S} s for the frames "
+            f"asked for): choose fewer frames, a shorter range, or a smaller video."
+        )
+
+
+_Timed = tuple[Fraction, av.VideoFrame]
+T = TypeVar("T")
+
+
+def nearest(
+    target: Fraction, before: tuple[Fraction, T] | None, after: tuple[Fraction, T]
+) -> tuple[Fraction, T]:
+    """Of the last frame before `target` and the first at or after it, as (time, frame), the
+    one shown nearest to `target`; the earlier on a tie."""
+    if before is not None and target - before[0] <= after[0] - target:
+        return before
+    return after
+
+
+class _Reader:
+    """A stream's frames in presentation order, read forward and seeking ahead when a target is
+    far enough that seeking beats decoding through the gap."""
+
+    def __init__(
+        self,
+        container: av.container.InputContainer,
+        stream: av.VideoStream,
+        fps: Fraction,
+        name: str,
+        deadline: float,
+    ):
+        self.container, self.stream, self.fps = container, stream, fps
+        self.name, self.deadline = name, deadline
+        self.can_seek = True  # turned off if a seek ever lands past its target (a lying index)
+        self.key_gap = Fraction(0)  # longest keyframe interval seen
+        self._start(None)  # a fresh container is at the start
+
+    def _start(self, seek_s: Fraction | None) -> None:
+        """Read from the keyframe at or before `seek_s` (None: from where the container is)."""
+        self.frames = _timed_frames(self.container, self.stream, seek_s, self.fps)
+        self.seek_s = seek_s
+        self.before: _Timed | None = None  # the last two frames read, the later in `at`
+        self.at: _Timed | None = None
+        self.last_key: Fraction | None = None  # the last keyframe since the seek
+        self.ended = False
+
+    def around(self, target: Fraction) -> tuple[_Timed | None, _Timed | None]:
+        """(the last frame before `target`, the first at or after it); the second is None past
+        the end of the stream. Targets must come in ascending order."""
+        if self.ended:
+            return self.at, None
+        pos = self.at[0] if self.at else self.seek_s or Fraction(0)  # where reading stands
+        if self.can_seek and target - pos > max(_SEEK_GAP_S, 2 * self.key_gap):
+            self._start(target - 1 / self.fps)  # from a frame before: the nearest may be it
+        while self.at is None or self.at[0] < target:
+            _check_time(self.deadline, self.name)
+            item = next(self.frames, None)
+            if item is None and self.at is None and self.seek_s:
+                self._from_start()  # the seek went past the data
+                continue
+            if item is None:
+                self.ended = True
+                return self.at, None
+            t, frame = item
+            if self.at is None and self.seek_s and t > target:
+                self._from_start()  # the index sent us past the target
+                continue
+            if frame.key_frame:
+                if self.last_key is not None:
+                    self.key_gap = max(self.key_gap, t - self.last_key)
+                self.last_key = t
+            self.before, self.at = self.at, item
+        return self.before, self.at
+
+    def _from_start(self) -> None:
+        """Read from the start, never seeking again (slow, but right)."""
+        self.can_seek = False
+        self._start(Fraction(0))
+
+
 def _decode_wanted(
     container: av.container.InputContainer,
     stream: av.VideoStream,
@@ -397,78 +530,35 @@ def _decode_wanted(
     probe: _Probe,
     name: str,
     out_pixels: int,
+    deadline: float,
 ) -> dict[int, tuple[Fraction, Image.Image]]:
     """Decode just enough of the stream to return frame `i` for each sorted, unique `i`.
 
-    Frame i is the frame whose timestamp is nearest to i / fps after the stream start. For a
-    constant-rate file that is exactly frame i; for a variable-rate file (where indices have
-    no exact meaning) it is the frame shown closest to where frame i would be at the average
-    rate, which keeps the reference's uniform-in-time sampling. Ties go to the earlier frame.
-    Only the chosen frames (as images) and one look-behind frame are held.
+    Frame i is the i-th frame in presentation order, as in the reference's decord: the frame at
+    the i-th of the probe's `frame_pts`. Without those (a constant rate, or a packet without
+    timestamp) it is the frame nearest to i / fps, the same frame in a constant-rate file.
+    Only the chosen frames (as images) and two decoded frames are held.
     """
-    fps = probe.fps
-    targets = [(i, Fraction(i) / fps) for i in wanted]
+    frame_pts, origin = probe.frame_pts, stream.start_time or 0
     picked: dict[int, tuple[Fraction, Image.Image]] = {}
-    converted: tuple[av.VideoFrame, tuple[Fraction, Image.Image]] | None = None
-
-    def keep(t: Fraction, frame: av.VideoFrame) -> tuple[Fraction, Image.Image]:
-        # Several targets can share a frame (VFR, tiny videos): convert it only once.
-        nonlocal converted
-        if converted is None or converted[0] is not frame:
-            converted = (frame, (t, _to_image(frame, out_pixels)))
-        return converted[1]
-
-    k = 0
-    pos = Fraction(0)  # time of the last decoded frame; a fresh container is at the start
-    seek_s: Fraction | None = None
-    seeked_for = -1  # the target the last seek aimed at: never seek twice for one target
-    can_seek = True  # turned off if a seek ever lands past its target (a lying index)
-    prev: tuple[Fraction, av.VideoFrame] | None = None
-    key_t: Fraction | None = None  # last keyframe seen since the last seek
-    key_gap = Fraction(0)  # longest keyframe interval seen
-    frames = _timed_frames(container, stream, None, fps)
-    deadline = time.monotonic() + MAX_DECODE_S
-    while k < len(targets):
-        raise_if_cancelled()  # the request may have gone (a closed page, a cancelled job)
-        if time.monotonic() > deadline:
-            raise InputError(
-                f"{name!r} takes too long to decode (over {MAX_DECODE_S} s for the frames "
-                f"asked for): choose fewer frames, a shorter range, or a smaller video."
-            )
-        target = targets[k][1]
-        if can_seek and seeked_for != k and target - pos > max(_SEEK_GAP_S, 2 * key_gap):
-            seek_s, seeked_for = target - 1 / fps, k  # from a frame before: nearest needs it
-            frames = _timed_frames(container, stream, seek_s, fps)
-            pos, prev, key_t = seek_s, None, None
-        item = next(frames, None)
-        if item is None:  # end of stream
-            if prev is None:
-                if not seek_s:
-                    raise InputError(f"Could not decode any frame of {name!r}.")
-                # The seek went past the data: read from the start instead.
-                seek_s, can_seek = Fraction(0), False
-                frames = _timed_frames(container, stream, seek_s, fps)
-                continue
-            _check_not_truncated(prev, stream, probe, name)
-            for i, _ in targets[k:]:  # targets past the last frame get the last frame
-                picked[i] = keep(*prev)
-            break
-        t, frame = item
-        if prev is None and seek_s and t > target:
-            # The index sent us past the target: read from the start instead (slow, but right).
-            seek_s, can_seek = Fraction(0), False
-            frames = _timed_frames(container, stream, seek_s, fps)
-            continue
-        if frame.key_frame:
-            if key_t is not None:
-                key_gap = max(key_gap, t - key_t)
-            key_t = t
-        while k < len(targets) and t >= targets[k][1]:
-            target = targets[k][1]
-            nearer_prev = prev is not None and target - prev[0] <= t - target
-            picked[targets[k][0]] = keep(*prev) if prev and nearer_prev else keep(t, frame)
-            k += 1
-        pos, prev = t, (t, frame)
+    shown: tuple[av.VideoFrame, tuple[Fraction, Image.Image]] | None = None
+    reader = _Reader(container, stream, probe.fps, name, deadline)
+    for i in wanted:
+        if frame_pts is not None and i < len(frame_pts):
+            target = (int(frame_pts[i]) - origin) * stream.time_base
+        else:
+            target = Fraction(i) / probe.fps
+        before, after = reader.around(target)
+        if after is None:  # past the last frame: the last frame
+            if before is None:
+                raise InputError(f"Could not decode any frame of {name!r}.")
+            _check_not_truncated(before, stream, probe, name)
+            choice = before
+        else:
+            choice = nearest(target, before, after)
+        if shown is None or shown[0] is not choice[1]:  # targets may share a frame: convert once
+            shown = (choice[1], (choice[0], _to_image(choice[1], out_pixels)))
+        picked[i] = shown[1]
     return picked
 
 
@@ -501,7 +591,10 @@ def read_frames(
             f"{max_bytes / 1024**2:.0f} MiB. Please trim or compress it."
         )
     with _opened_stream(path, max_pixels) as (container, stream):
-        probe = _probe_container(container, stream, name, max_pixels)
+        deadline = time.monotonic() + MAX_DECODE_S
+        probe = _probe_container(
+            container, stream, name, max_pixels, frame_times=True, deadline=deadline
+        )
     info = probe.info
     if info.duration_s > max_duration_s:
         raise InputError(
@@ -512,5 +605,6 @@ def read_frames(
     indices = sample_frame_indices(info.total_frames, info.fps, num_segments, start, end)
     with _opened_stream(path, max_pixels) as (container, stream):
         stream.thread_type = "AUTO"  # frame threads: several times faster on large videos
-        picked = _decode_wanted(container, stream, sorted(set(indices)), probe, name, out_pixels)
+        wanted = sorted(set(indices))
+        picked = _decode_wanted(container, stream, wanted, probe, name, out_pixels, deadline)
     return [picked[i][1] for i in indices], [float(picked[i][0]) for i in indices]

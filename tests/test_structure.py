@@ -13,7 +13,8 @@ from model_backend.types import SETTING_LIMITS, GenerationSettings
 
 def imported_after(statement: str) -> set[str]:
     """The top-level packages a fresh interpreter has loaded after `statement`."""
-    script = f"import sys\n{statement}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    listing = "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    script = f"import sys\n{statement}\n{listing}"
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout

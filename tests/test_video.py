@@ -51,11 +51,6 @@ def all_frames(path: Path) -> list[tuple[float, int]]:
         ]
 
 
-def nearest_frames(frames: list[tuple[float, int]], indices: list[int], fps: float):
-    """For each index, the (time, number) whose time is nearest to index / fps (ties: earlier)."""
-    return [min(frames, key=lambda f: (abs(f[0] - i / fps), f[0])) for i in indices]
-
-
 # ---------------------------------------------------------------------------------------------
 # Sampling
 
@@ -155,22 +150,85 @@ def test_constant_rate_files_give_exact_frames(tmp_path, name, codec, rate, pix_
         assert all(im.mode == "RGB" and im.size == (64, 48) for im in images)
 
 
-def test_variable_frame_rate_mp4_uses_timestamps(tmp_path):
-    durations_ms = [40, 40, 200, 40, 40, 400, 40, 80, 40, 40, 160, 40, 40, 40, 600, 40, 40, 40]
-    pts = [sum(durations_ms[:i]) for i in range(len(durations_ms))]
-    path = write_video(
-        tmp_path / "vfr.mp4", "libx264", 25, len(pts), pts=pts, time_base=Fraction(1, 1000)
-    )
-    frames = all_frames(path)
-    assert [t for t, _ in frames] == pytest.approx([p / 1000 for p in pts])
+# A phone's variable frame rate: durations in ms, long pauses and bursts (18 frames, 2.1 s)
+VFR_MS = [40, 40, 200, 40, 40, 400, 40, 80, 40, 40, 160, 40, 40, 40, 600, 40, 40, 40]
+
+
+def _vfr_pts(durations: list[int]) -> list[int]:
+    return [sum(durations[:i]) for i in range(len(durations))]
+
+
+def _check_kth_frames(path: Path, segment_counts, **options):
+    """Frame i of the reference's sampling is the i-th frame in presentation order (decord's
+    frame i), and its timestamp is that frame's own pts."""
+    frames = all_frames(path)  # (pts time, number) in presentation order
+    assert [number for _, number in frames] == list(range(len(frames)))
     info = probe_video(path)
-    assert info.total_frames == len(pts)
-    for segments in (4, 8, 16):
-        images, times = read_frames(path, segments)
-        indices = sample_frame_indices(info.total_frames, info.fps, segments)
-        expected = nearest_frames(frames, indices, info.fps)
-        assert [read_number(im) for im in images] == [num for _, num in expected]
-        assert times == pytest.approx([t for t, _ in expected], abs=1e-9)
+    assert info.total_frames == len(frames)
+    for segments in segment_counts:
+        images, times = read_frames(path, segments, **options)
+        indices = sample_frame_indices(info.total_frames, info.fps, segments, **options)
+        assert [read_number(im) for im in images] == indices
+        assert times == pytest.approx([frames[i][0] for i in indices], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "time_base"),
+    [
+        ("vfr.mp4", "libx264", Fraction(1, 1000)),
+        ("vfr.mkv", "libx264", Fraction(1, 1000)),
+        ("vfr.webm", "libvpx-vp9", Fraction(1, 1000)),
+    ],
+)
+def test_variable_frame_rate_gives_the_kth_frame_like_the_reference(
+    tmp_path, name, codec, time_base
+):
+    # The frames nearest to i / average fps would be 3, 6, 11, 15 for 4 segments, not 2, 6, 10, 15.
+    options = VP9 if codec == "libvpx-vp9" else X264
+    pts = _vfr_pts(VFR_MS)
+    path = write_video(
+        tmp_path / name, codec, 25, len(pts), pts=pts, time_base=time_base, options=options
+    )
+    assert [t for t, _ in all_frames(path)] == pytest.approx([p / 1000 for p in pts])
+    _check_kth_frames(path, (4, 8, 16, 40))
+    _check_kth_frames(path, (3, 5), start=0.5, end=1.5)
+
+
+def test_dropped_frames_on_a_constant_grid_give_the_kth_frame(tmp_path):
+    # A webcam that drops frames: timestamps on the 25 fps grid with holes. A frame is shown at
+    # every i / fps nearby, but it is not frame i.
+    pts = [40 * t for t in range(120) if t % 7 not in (3, 4)]
+    path = write_video(
+        tmp_path / "drops.mp4", "libx264", 25, len(pts), pts=pts, time_base=Fraction(1, 1000)
+    )
+    _check_kth_frames(path, (5, 16))
+
+
+def test_long_variable_rate_video_seeks_to_the_kth_frame(tmp_path, monkeypatch):
+    rng = random.Random(7)
+    durations = [rng.choice([40, 40, 40, 80, 120, 240]) for _ in range(600)]  # ~45 s
+    path = write_video(
+        tmp_path / "long_vfr.mp4",
+        "libx264",
+        25,
+        len(durations),
+        pts=_vfr_pts(durations),
+        time_base=Fraction(1, 1000),
+        options={"g": "25"},
+        make_frame=lambda n: pattern(n, 80, 64),
+    )
+    decoded = 0
+    original = video._timed_frames
+
+    def counting(*args, **kwargs):
+        nonlocal decoded
+        for item in original(*args, **kwargs):
+            decoded += 1
+            yield item
+
+    monkeypatch.setattr(video, "_timed_frames", counting)
+    _check_kth_frames(path, (8,))
+    assert decoded < 600 // 2  # it seeked rather than decoding everything
 
 
 def test_gif_with_irregular_delays(tmp_path):
@@ -185,15 +243,45 @@ def test_gif_with_irregular_delays(tmp_path):
         pts=pts,
         time_base=Fraction(1, 100),
     )
-    frames = all_frames(path)
-    assert [t for t, _ in frames] == pytest.approx([p / 100 for p in pts])
-    info = probe_video(path)
-    assert info.total_frames == len(pts)
-    images, times = read_frames(path, 6)
-    indices = sample_frame_indices(info.total_frames, info.fps, 6)
-    expected = nearest_frames(frames, indices, info.fps)
-    assert [read_number(im) for im in images] == [num for _, num in expected]
-    assert times == pytest.approx([t for t, _ in expected], abs=1e-9)
+    assert [t for t, _ in all_frames(path)] == pytest.approx([p / 100 for p in pts])
+    _check_kth_frames(path, (6, 12))
+
+
+def test_constant_rate_mp4_is_not_scanned_and_variable_rate_mp4_is(tmp_path, monkeypatch):
+    # The packet scan reads the whole file; an mp4's index already says when the rate is
+    # constant (figures in benchmarks/RESULTS.md, video section).
+    scans = []
+    original = video._scan
+
+    def spy(container, stream, name, scan_all, deadline=None):
+        scans.append(scan_all)
+        return original(container, stream, name, scan_all, deadline)
+
+    monkeypatch.setattr(video, "_scan", spy)
+    cfr = write_video(tmp_path / "cfr.mp4", "libx264", 25, 40, options=X264)
+    read_frames(cfr, 8)
+    assert scans == [False]  # the probe decoded the first frame and read no further
+    scans.clear()
+    pts = _vfr_pts(VFR_MS)
+    vfr = write_video(
+        tmp_path / "vfr.mp4", "libx264", 25, len(pts), pts=pts, time_base=Fraction(1, 1000)
+    )
+    read_frames(vfr, 8)
+    assert True in scans
+
+
+@pytest.mark.parametrize(
+    ("target", "before", "after", "expected"),
+    [
+        (Fraction(5), None, (Fraction(7), "b"), "b"),  # nothing before: the first frame
+        (Fraction(5), (Fraction(4), "a"), (Fraction(7), "b"), "a"),
+        (Fraction(6), (Fraction(4), "a"), (Fraction(7), "b"), "b"),
+        (Fraction(11, 2), (Fraction(4), "a"), (Fraction(7), "b"), "a"),  # a tie: the earlier
+        (Fraction(7), (Fraction(4), "a"), (Fraction(7), "b"), "b"),  # exactly on a frame
+    ],
+)
+def test_nearest_frame_choice(target, before, after, expected):
+    assert video.nearest(target, before, after)[1] == expected
 
 
 def _upright(n: int) -> np.ndarray:
