@@ -2,17 +2,22 @@
 
 A gr.State holds a list of turn dicts:
 `{"role": "user" | "assistant", "text": str, "images": [paths], "video": dict | None,
-  "reasoning": bool, "answer_style": str, "stats": str | None}`.
-The chatbot display is always derived from it (`to_chatbot`).
+  "reasoning": bool, "answer_style": str, "stats": str | None}`, and an answer's "model" (the
+session's model may change between answers). The chatbot display is always derived from it
+(`to_chatbot`).
 """
 
 from __future__ import annotations
+
+import copy
+import os
 
 from interface.grounding_view import annotated_file, answer_boxes
 from interface.rendering import render_answer, stats_line
 from interface.settings import finite_number
 from model_backend.base import Conversation, Turn, VideoClip
 from model_backend.errors import InputError
+from model_backend.media import BoundedCache
 from model_backend.styles import DEFAULT_STYLE, normalize_style, split_final_answer
 
 
@@ -34,8 +39,15 @@ def user_turn(
     }
 
 
-def assistant_turn(text: str, stats: str | None = None) -> dict:
-    return {"role": "assistant", "text": text, "images": [], "video": None, "stats": stats}
+def assistant_turn(text: str, stats: str | None = None, model: str | None = None) -> dict:
+    return {
+        "role": "assistant",
+        "text": text,
+        "images": [],
+        "video": None,
+        "stats": stats,
+        "model": model,
+    }
 
 
 def video_dict(
@@ -96,26 +108,68 @@ def answer_messages(text: str, stats: str | None, reasoning: bool) -> list[dict]
 
 def to_chatbot(turns: list[dict]) -> list[dict]:
     """Chatbot messages for the conversation: images and videos shown in the user's bubble,
-    and an answer's boxes drawn on the latest image before it."""
+    and an answer's boxes drawn on the latest image before it.
+
+    The last turn is the one that changes while an answer streams: it is rendered each time.
+    The turns before it come from RENDERED, rendered once per version of their content.
+    """
     messages: list[dict] = []
     reasoning = False
     image = None
-    for turn in turns:
+    for index, turn in enumerate(turns):
         if turn["role"] == "user":
-            content: list = [{"path": path} for path in turn.get("images") or ()]
-            if turn.get("video"):
-                content.append({"path": turn["video"]["path"]})
-            if turn["text"]:
-                content.append(render_answer(turn["text"]))  # a <ref> in a question reads too
-            messages.append({"role": "user", "content": content})
             reasoning = bool(turn.get("reasoning"))
             image = (turn.get("images") or [image])[-1]
+        if index == len(turns) - 1:
+            messages += turn_messages(turn, reasoning, image)
         else:
-            messages += answer_messages(turn["text"], turn.get("stats"), reasoning)
-            drawing = drawn_boxes(image, turn["text"])
-            if drawing:
-                messages.append({"role": "assistant", "content": {"path": drawing}})
+            messages += remembered_messages(turn, reasoning, image)
     return messages
+
+
+def turn_messages(turn: dict, reasoning: bool, image: str | None) -> list[dict]:
+    """One turn's messages; an answer is read with its question's `reasoning`, and its boxes
+    drawn on `image` (the latest image before it)."""
+    if turn["role"] == "user":
+        content: list = [{"path": path} for path in turn.get("images") or ()]
+        if turn.get("video"):
+            content.append({"path": turn["video"]["path"]})
+        if turn["text"]:
+            content.append(render_answer(turn["text"]))  # a <ref> in a question reads too
+        return [{"role": "user", "content": content}]
+    messages = answer_messages(turn["text"], turn.get("stats"), reasoning)
+    drawing = drawn_boxes(image, turn["text"])
+    if drawing:
+        messages.append({"role": "assistant", "content": {"path": drawing}})
+    return messages
+
+
+def rendered_size(messages: list[dict]) -> int:
+    """About the bytes of a memo entry: its messages, and as much again for its key's text."""
+    return 2 * len(repr(messages))
+
+
+# Rendered turns by everything their messages depend on. An entry is a copy of the turn's
+# text rendered, so a few thousand long answers fit.
+RENDERED = BoundedCache(32 * 2**20, rendered_size)
+
+
+def remembered_messages(turn: dict, reasoning: bool, image: str | None) -> list[dict]:
+    """`turn_messages`, rendered once while the turn's content stays the same."""
+    if turn["role"] == "user":
+        video = (turn.get("video") or {}).get("path")
+        key = ("user", turn["text"], tuple(turn.get("images") or ()), video)
+    else:
+        key = ("assistant", turn["text"], turn.get("stats"), reasoning, image)
+    messages = RENDERED.get_or_make(key, lambda: turn_messages(turn, reasoning, image))
+    if turn["role"] == "assistant" and not all(map(os.path.isfile, drawings(messages))):
+        # The drawing was deleted as old (grounding_view.keep_newest): drawn again, same file.
+        messages = turn_messages(turn, reasoning, image)
+    return copy.deepcopy(messages)  # the caller may change what it gets; the memo stays
+
+
+def drawings(messages: list[dict]) -> list[str]:
+    return [m["content"]["path"] for m in messages if isinstance(m["content"], dict)]
 
 
 def drawn_boxes(image: str | None, answer: str) -> str | None:

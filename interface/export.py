@@ -92,7 +92,8 @@ def embedded(path: str) -> str:
 
 
 def export_record(turns: list[dict], model: str, settings: dict) -> dict:
-    """The conversation as plain data: every turn, its media, and the settings used."""
+    """The conversation as plain data: every turn, its media, and the settings used. `model` is
+    the session's model at export; an answer that records its own "model" keeps it."""
     record_turns = []
     for turn in turns:
         item = {"role": turn["role"], "text": turn["text"]}
@@ -103,7 +104,7 @@ def export_record(turns: list[dict], model: str, settings: dict) -> dict:
         if turn.get("video"):
             video = turn["video"]
             item["video"] = {**video, "path": None, "name": Path(video["path"]).name}
-        for key in ("reasoning", "answer_style", "stats"):
+        for key in ("reasoning", "answer_style", "stats", "model"):
             if turn.get(key):
                 item[key] = turn[key]
         record_turns.append(item)
@@ -121,7 +122,10 @@ def export_markdown(record: dict) -> str:
     lines += [f"- **{key}**: {value}" for key, value in record["settings"].items()]
     image_number = 0
     for turn in record["turns"]:
-        lines += ["", "## " + ("User" if turn["role"] == "user" else "Assistant"), ""]
+        heading = "User" if turn["role"] == "user" else "Assistant"
+        if turn.get("model", record["model"]) != record["model"]:  # answered by another model
+            heading += f" ({turn['model']})"
+        lines += ["", f"## {heading}", ""]
         for image in turn.get("images", []):
             image_number += 1
             lines.append(f"![Image-{image_number}: {image['name']}]({image['data_url']})")

@@ -1,6 +1,7 @@
 """Boxes from answers, drawn on the image the user sent (upright, scaled down if it is huge).
 
 Boxes are always in pixels of the full image; only the drawing is made on a bounded copy.
+Everything here is keyed by the image's path: an uploaded file is never rewritten in place.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from model_backend.grounding import Box, draw_boxes, parse_boxes, scale_boxes
 from model_backend.images import load_image
-from model_backend.media import image_size
+from model_backend.media import BoundedCache, image_size
 
 # Drawings are made on a copy at most this many pixels wide or high: a new box on a 63 MP photo
 # re-encoded at full size took two seconds while the model's slot was held. The page shows the
@@ -25,18 +27,33 @@ from model_backend.media import image_size
 DRAWING_MAX_SIDE = 2048
 
 
-@lru_cache(maxsize=1)
 def drawings_dir() -> Path:
-    """This process's own folder for drawings and box files (private, removed at exit)."""
-    path = Path(tempfile.mkdtemp(prefix="internvl-demo-boxes-"))
+    """This process's own folder for drawings and box files (private, removed at exit), in
+    Gradio's: Gradio serves them as they are instead of hashing and copying every drawing of
+    the conversation into its cache on each screen update."""
+    return _drawings_dir(get_upload_folder())
+
+
+@lru_cache
+def _drawings_dir(gradio_folder: str) -> Path:
+    Path(gradio_folder).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="internvl-demo-boxes-", dir=gradio_folder))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 
-@lru_cache(maxsize=4)
+def image_bytes(image: Image.Image) -> int:
+    return image.width * image.height * 4  # Pillow keeps RGB as RGBX
+
+
+# The upright copies drawings are made on: a new box in a streaming answer is drawn on the copy
+# already decoded. Four copies of the largest size (16 MB each), more of smaller images.
+DRAWING_BASES = BoundedCache(64 * 2**20, image_bytes)
+
+
 def drawing_base(path: str) -> Image.Image:
     """The image as the model saw it (EXIF applied), scaled down to DRAWING_MAX_SIDE."""
-    return load_image(path, max_side=DRAWING_MAX_SIDE)
+    return DRAWING_BASES.get_or_make(path, lambda: load_image(path, max_side=DRAWING_MAX_SIDE))
 
 
 @lru_cache(maxsize=64)
@@ -105,6 +122,9 @@ def boxes_json_file(image_path: str, boxes: tuple[Box, ...]) -> str:
     """A downloadable JSON file of the boxes, with the image's size."""
     width, height = full_size(image_path)
     path = drawings_dir() / f"boxes-{abs(hash((image_path, boxes))):x}.json"
+    if path.is_file():  # written for these boxes already (a streaming answer asks again)
+        os.utime(path)
+        return str(path)
     content = {
         "image": Path(image_path).name,
         "width": width,

@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny checkpoint, a backend on it, and the app launched in-process."""
+"""Shared fixtures: the tiny checkpoint, a backend on it, the app launched in-process, a spy
+on what reaches the backend, the example files, and the browser."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+# The example files tests use most (licences in examples/LICENSES).
+CAT = str(EXAMPLES / "cat.jpg")  # 451x300
+COFFEE = str(EXAMPLES / "coffee.jpg")  # 600x400
+ROCKET = str(EXAMPLES / "rocket.jpg")  # 640x427
+BOUNCING_BALL = str(EXAMPLES / "bouncing_ball.mp4")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -28,11 +35,53 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-model"))
 
 
+CREATED_BACKENDS: list = []  # the session backend, once a test has asked for it
+
+
 @pytest.fixture(scope="session")
 def backend(tiny_checkpoint):
     from model_backend.local import LocalBackend
 
-    return LocalBackend(str(tiny_checkpoint), device="cpu")
+    CREATED_BACKENDS.append(LocalBackend(str(tiny_checkpoint), device="cpu"))
+    return CREATED_BACKENDS[-1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_backend_caches(request):
+    """A test that used the session backend leaves nothing kept for the next one (its
+    conversations' prefix caches). Tests that do not use it neither create nor clear it."""
+    yield
+    if "backend" in request.fixturenames:  # then it exists already: nothing is created here
+        used = request.getfixturevalue("backend")
+        if used in CREATED_BACKENDS:  # not a module's own backend of that name
+            used.clear_cache()
+
+
+class StreamCall(NamedTuple):
+    """One call of a backend's `stream`: what the UI or API sent."""
+
+    conversation: object
+    settings: object
+    kwargs: dict  # model=, chat=
+
+
+def spy_on_stream(backend, monkeypatch) -> list[StreamCall]:
+    """Record each call of `backend.stream`, which still streams the real answer."""
+    calls: list[StreamCall] = []
+    real_stream = backend.stream
+
+    def spy(conversation, settings, **kwargs):
+        calls.append(StreamCall(conversation, settings, kwargs))
+        return real_stream(conversation, settings, **kwargs)
+
+    monkeypatch.setattr(backend, "stream", spy)
+    return calls
+
+
+@pytest.fixture
+def stream_spy(backend, monkeypatch) -> list[StreamCall]:
+    """The calls of the session backend's `stream` during the test."""
+    return spy_on_stream(backend, monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +137,11 @@ def generate_threads() -> list[threading.Thread]:
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian's chromium driven by Playwright (Playwright's own browser download is not used)."""
-    from playwright.sync_api import sync_playwright
+    """Debian's chromium driven by Playwright (Playwright's own browser download is not used).
+    Tests that use it are marked `browser`; without chromium they are skipped, except on CI."""
+    if CHROMIUM is None and not os.environ.get("CI"):
+        pytest.skip("Debian's chromium is not installed")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(

@@ -13,10 +13,9 @@ from PIL import Image
 from interface import grounding_chat, grounding_view
 from interface.conversation import assistant_turn, to_chatbot, user_turn
 from model_backend.grounding import DETECTION_PROMPT, REFERRING_PROMPT, label_colors
-from tests.conftest import EXAMPLES, REPO, launched
+from tests.conftest import COFFEE, REPO, launched
 from tests.scripted_backend import ScriptedBackend
 
-COFFEE = EXAMPLES / "coffee.jpg"  # 600x400
 REPLY = (
     "Here it is: <ref>the cup</ref><box>[[100, 200, 500, 800]]</box> and "
     "<ref>the spoon</ref><box>[[600, 300, 700, 900]]</box>."
@@ -44,7 +43,7 @@ def scripted_url(scripted, gradio_temp_dir):
 def test_grounding_endpoint_streams_and_returns_boxes_and_the_drawing(scripted, scripted_url):
     client = Client(scripted_url, verbose=False)
     job = client.submit(
-        image=handle_file(str(COFFEE)), query="the cup", mode="find", api_name="/grounding"
+        image=handle_file(COFFEE), query="the cup", mode="find", api_name="/grounding"
     )
     outputs = list(job)
     assert len(outputs) > 5
@@ -62,7 +61,7 @@ def test_grounding_endpoint_streams_and_returns_boxes_and_the_drawing(scripted, 
     assert scripted.conversations[-1].turns[-1].text == REFERRING_PROMPT.format(
         expression="the cup"
     )
-    client.predict(image=handle_file(str(COFFEE)), query="", mode="detect", api_name="/grounding")
+    client.predict(image=handle_file(COFFEE), query="", mode="detect", api_name="/grounding")
     assert scripted.conversations[-1].turns[-1].text == DETECTION_PROMPT
     client.close()
 
@@ -106,13 +105,9 @@ def test_grounding_refuses_an_unknown_mode_and_a_missing_expression(scripted_url
 
     client = Client(scripted_url, verbose=False)
     with pytest.raises(AppError, match="Unknown mode"):
-        client.predict(
-            image=handle_file(str(COFFEE)), query="x", mode="seek", api_name="/grounding"
-        )
+        client.predict(image=handle_file(COFFEE), query="x", mode="seek", api_name="/grounding")
     with pytest.raises(AppError, match="what to find"):
-        client.predict(
-            image=handle_file(str(COFFEE)), query=" ", mode="find", api_name="/grounding"
-        )
+        client.predict(image=handle_file(COFFEE), query=" ", mode="find", api_name="/grounding")
     client.close()
 
 
@@ -125,18 +120,15 @@ def test_answers_with_boxes_are_drawn_in_every_tab(tmp_path):
     assert Image.open(drawing).size == (600, 400)
 
 
-def test_grounding_journey_in_the_browser(scripted_url):
-    playwright = pytest.importorskip("playwright.sync_api")
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("Debian's chromium is not installed")
-    expect = playwright.expect
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+@pytest.mark.browser
+def test_grounding_journey_in_the_browser(browser, scripted_url):
+    expect = pytest.importorskip("playwright.sync_api").expect
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    try:
+        page = context.new_page()
         page.goto(scripted_url)
         page.get_by_role("tab", name="Grounding").click()
-        page.locator("#grounding-image input[type='file']").set_input_files(str(COFFEE))
+        page.locator("#grounding-image input[type='file']").set_input_files(COFFEE)
         expect(page.locator("#grounding-image img")).to_be_visible(timeout=30_000)
         page.get_by_label("Find").check()
         box = page.locator("#grounding-input textarea")
@@ -157,7 +149,8 @@ def test_grounding_journey_in_the_browser(scripted_url):
         assert saved["boxes"] == EXPECTED
         (REPO / "test-artifacts").mkdir(exist_ok=True)
         page.screenshot(path=str(REPO / "test-artifacts" / "grounding.png"), full_page=True)
-        browser.close()
+    finally:
+        context.close()
 
 
 def test_the_drawing_follows_the_boxes_a_few_times_a_second_and_ends_complete(
@@ -177,20 +170,20 @@ def test_the_drawing_follows_the_boxes_a_few_times_a_second_and_ends_complete(
     monkeypatch.setattr(scripted, "seconds_per_piece", 0.001)
     client = Client(scripted_url, verbose=False)
     _answer, boxes, drawing = client.predict(
-        image=handle_file(str(COFFEE)), query="", mode="detect", api_name="/grounding"
+        image=handle_file(COFFEE), query="", mode="detect", api_name="/grounding"
     )
     client.close()
     assert len(boxes) == 20
     assert drawings[-1] == 20 and len(drawings) < 10, drawings
-    complete = real(str(COFFEE), grounding_view.answer_boxes(str(COFFEE), reply))
+    complete = real(COFFEE, grounding_view.answer_boxes(COFFEE, reply))
     assert Image.open(drawing).tobytes() == Image.open(complete).tobytes()
 
 
 def test_the_drawings_folder_keeps_a_bounded_number_of_files():
     before = set(grounding_view.drawings_dir().iterdir())
     for i in range(grounding_view.KEPT_FILES + 40):
-        box = grounding_view.answer_boxes(str(COFFEE), f"<box>[[{i}, 10, {i + 50}, 60]]</box>")
-        grounding_view.boxes_json_file(str(COFFEE), box)
+        box = grounding_view.answer_boxes(COFFEE, f"<box>[[{i}, 10, {i + 50}, 60]]</box>")
+        grounding_view.boxes_json_file(COFFEE, box)
     files = set(grounding_view.drawings_dir().iterdir())
     assert len(files) == grounding_view.KEPT_FILES
     assert files - before  # the newest stayed
@@ -203,8 +196,57 @@ def test_gradio_temp_files_are_deleted_once_old(scripted):
 
 
 def test_a_drawing_asked_for_again_after_its_file_went_is_drawn_again():
-    boxes = grounding_view.answer_boxes(str(COFFEE), "<box>[[1, 2, 300, 400]]</box>")
-    first = grounding_view.annotated_file(str(COFFEE), boxes)
+    boxes = grounding_view.answer_boxes(COFFEE, "<box>[[1, 2, 300, 400]]</box>")
+    first = grounding_view.annotated_file(COFFEE, boxes)
     Path(first).unlink()  # as keep_newest does once many newer files were written
-    again = grounding_view.annotated_file(str(COFFEE), boxes)
+    again = grounding_view.annotated_file(COFFEE, boxes)
     assert again == first and Path(again).is_file()
+
+
+def test_the_copies_drawings_are_made_on_are_bounded_by_bytes(tmp_path):
+    """Kept by bytes, not by count: four full-size copies, or many small ones."""
+    grounding_view.DRAWING_BASES.clear()
+    for i in range(6):
+        path = tmp_path / f"big{i}.png"
+        Image.new("RGB", (2048, 2048), (i, 0, 0)).save(path, compress_level=1)
+        assert grounding_view.drawing_base(str(path)).size == (2048, 2048)
+    assert len(grounding_view.DRAWING_BASES) == 4  # 16 MB each
+    grounding_view.DRAWING_BASES.clear()
+    for i in range(40):
+        path = tmp_path / f"small{i}.png"
+        Image.new("RGB", (64, 48), (i, 0, 0)).save(path)
+        grounding_view.drawing_base(str(path))
+    assert len(grounding_view.DRAWING_BASES) == 40
+
+
+def test_boxes_on_a_photo_taken_sideways_land_on_the_upright_image(tmp_path):
+    """The size comes from the header with its EXIF orientation, as the model saw the image."""
+    sideways = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 600x400, shown turned a quarter: 400x600
+    Image.new("RGB", (600, 400), (255, 255, 255)).save(sideways, exif=exif, quality=95)
+    assert grounding_view.full_size(str(sideways)) == (400, 600)
+    boxes = grounding_view.answer_boxes(str(sideways), "<box>[[250, 500, 750, 1000]]</box>")
+    assert (boxes[0].x1, boxes[0].y1, boxes[0].x2, boxes[0].y2) == (100, 300, 300, 600)
+    drawing = Image.open(grounding_view.annotated_file(str(sideways), boxes)).convert("RGB")
+    assert drawing.size == (400, 600)
+    assert min(drawing.getpixel((100, 450))) < 200  # the box's left edge
+    assert min(drawing.getpixel((200, 450))) > 245  # inside the box: white as before
+
+
+def test_the_boxes_file_is_written_once_for_the_same_boxes(monkeypatch):
+    """A streaming answer asks for it a few times a second; the file is written once."""
+    boxes = grounding_view.answer_boxes(COFFEE, "<box>[[3, 1, 300, 400]]</box>")
+    first = Path(grounding_view.boxes_json_file(COFFEE, boxes))
+    monkeypatch.setattr(Path, "write_text", lambda *args, **kwargs: pytest.fail("written again"))
+    assert grounding_view.boxes_json_file(COFFEE, boxes) == str(first)
+    assert json.loads(first.read_text())["width"] == 600
+
+
+def test_drawings_are_written_inside_gradios_temp_folder(monkeypatch, tmp_path):
+    """So that Gradio serves them as they are, instead of hashing and copying each drawing of
+    the conversation into its cache on every screen update."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    boxes = grounding_view.answer_boxes(COFFEE, "<box>[[5, 2, 300, 400]]</box>")
+    assert Path(grounding_view.annotated_file(COFFEE, boxes)).is_relative_to(tmp_path)
+    assert Path(grounding_view.boxes_json_file(COFFEE, boxes)).is_relative_to(tmp_path)

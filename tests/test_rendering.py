@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
+from interface import conversation
+from interface.conversation import assistant_turn, to_chatbot, user_turn
 from interface.rendering import render_answer
+from tests.conftest import COFFEE
 
 
 @pytest.mark.parametrize(
@@ -152,3 +158,74 @@ def test_no_prefix_of_a_hostile_answer_renders_anything_that_loads():
     assert loading_tokens(answer)  # raw, the parser does find images and HTML
     for end in range(len(answer) + 1):
         assert loading_tokens(render_answer(answer[:end])) == [], answer[:end]
+
+
+# -- the chat rendered back: each turn once per version of its content ------------------------
+
+
+def streamed_conversation(image: str) -> tuple[list[dict], str]:
+    """Earlier turns (a picture, a grounded answer, a reasoning answer) and the next reply."""
+    earlier = [
+        user_turn("Where is the <ref>cup</ref>?", [image]),
+        assistant_turn("<ref>the cup</ref><box>[[100, 200, 500, 800]]</box>", "12 tokens"),
+        user_turn("Think: how many?", reasoning=True),
+        assistant_turn("Step 1: count.\nFinal answer: one", "30 tokens"),
+        user_turn("And the spoon?"),
+        assistant_turn("Here: <ref>the spoon</ref><box>[[600, 300, 700, 900]]</box>", "9 tokens"),
+        user_turn("Describe the table."),
+    ]
+    reply = "A wooden table with <ref>a cup</ref><box>[[100, 200, 500, 800]]</box> on it."
+    return earlier, reply
+
+
+def test_a_streamed_answer_renders_the_earlier_turns_once(tmp_path, monkeypatch):
+    """Each screen update rendered the whole conversation again (markdown, boxes parsed and
+    drawings looked up for every turn); now only the answer that grows."""
+    image = tmp_path / "coffee.jpg"  # a path of its own: nothing rendered before
+    shutil.copy(COFFEE, image)
+    earlier, reply = streamed_conversation(str(image))
+    rendered, drawn = [], []
+    real_render, real_drawn = conversation.render_answer, conversation.drawn_boxes
+    monkeypatch.setattr(
+        conversation, "render_answer", lambda text: rendered.append(text) or real_render(text)
+    )
+    monkeypatch.setattr(
+        conversation,
+        "drawn_boxes",
+        lambda image, text: drawn.append(text) or real_drawn(image, text),
+    )
+    updates = [reply[:end] for end in range(4, len(reply), 4)] + [reply]
+    finals = [assistant_turn(text) for text in updates] + [assistant_turn(reply, "17 tokens")]
+    shown = [to_chatbot([*earlier, finals[0]])]
+    first_rendered, first_drawn = len(rendered), len(drawn)
+    shown += [to_chatbot([*earlier, answer]) for answer in finals[1:]]
+
+    for text in ("Where is the <ref>cup</ref>?", "<ref>the cup</ref>", "Step 1: count."):
+        assert sum(t.startswith(text) for t in rendered) == 1, text
+    # After the first update, each update renders the answer so far and nothing else.
+    assert rendered[first_rendered:] == [answer["text"] for answer in finals[1:]]
+    assert drawn[first_drawn:] == [answer["text"] for answer in finals[1:]]
+
+    conversation.RENDERED.clear()  # rendered afresh, every update is the same
+    monkeypatch.undo()
+    assert shown == [to_chatbot([*earlier, answer]) for answer in finals]
+    assert Path(shown[-1][2]["content"]["path"]).is_file()  # the cup drawn on the photo
+
+
+def test_a_remembered_turn_changes_with_its_content_and_is_not_shared(tmp_path):
+    image = tmp_path / "coffee.jpg"
+    shutil.copy(COFFEE, image)
+    question = user_turn("How many cups?", [str(image)])
+    last = user_turn("Thanks.")
+    answer = "Step 1: look.\nFinal answer: <ref>one</ref><box>[[1, 2, 300, 400]]</box>"
+    plain = to_chatbot([question, assistant_turn(answer, "5 tokens"), last])
+    plain[1]["content"] = "changed by the caller"
+    assert to_chatbot([question, assistant_turn(answer, "5 tokens"), last]) != plain
+    reasoning = to_chatbot([{**question, "reasoning": True}, assistant_turn(answer), last])
+    assert reasoning[1]["metadata"]["title"] == "Reasoning"
+    assert reasoning[2]["content"].startswith("**Final answer:** **one**")
+
+    drawing = Path(reasoning[3]["content"]["path"])
+    drawing.unlink()  # deleted as old, as grounding_view.keep_newest does
+    again = to_chatbot([{**question, "reasoning": True}, assistant_turn(answer), last])
+    assert again == reasoning and drawing.is_file()
