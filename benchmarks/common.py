@@ -90,3 +90,22 @@ def table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def printable_answers(backend):
+    """Make a LocalBackend on the tiny checkpoint answer printable ASCII only.
+
+    Random weights answer random bytes, which come back from the text as other tokens (a broken
+    UTF-8 byte becomes U+FFFD), so a follow-up would not start with the tokens the model
+    generated. Like a real model's answers, these do: the conversation sent back holds the very
+    tokens of the answer."""
+    tokenizer = backend.tokenizer
+    allowed = {tokenizer(chr(c)).input_ids[0] for c in range(32, 127)}
+    allowed.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    suppressed = [i for i in range(len(tokenizer)) if i not in allowed]
+    sampling = backend.generation_kwargs
+    backend.generation_kwargs = lambda settings, room: {
+        **sampling(settings, room),
+        "suppress_tokens": suppressed,
+    }
+    return backend

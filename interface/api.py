@@ -2,41 +2,33 @@
 
 Every endpoint takes its media and question, then the same optional parameters by name:
 `history`, `system_prompt`, `reasoning`, `answer_style`, `max_new_tokens`, `temperature`,
-`top_p`, `top_k`, `repetition_penalty`, `max_tiles`; each streams the answer so far.
+`top_p`, `top_k`, `repetition_penalty`, `max_tiles`, `model`; each streams the answer so far.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import re
 from collections.abc import Callable
 
 import gradio as gr
 from gradio_client.utils import is_valid_file
 
-from interface.chat import stream_answer, user_message
 from interface.conversation import to_conversation
+from interface.failures import failure, refusals
 from interface.queueing import MODEL_QUEUE, ResultReader, client_limit_validator
-from interface.settings import SETTING_NAMES, finite_number, make_settings
+from interface.settings import SETTING_NAMES, make_settings
+from interface.streaming import stream_answer
 from model_backend.base import Backend, GenerationSettings
-from model_backend.errors import GenerationError, InputError
+from model_backend.errors import InputError
 from model_backend.styles import DEFAULT_STYLE, normalize_style
 
-log = logging.getLogger(__name__)
-
-
-# The API's own order (kept stable for clients that pass arguments by position).
-API_SETTINGS = [
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "max_tiles",
-]
-COMMON_NAMES = ["history", "system_prompt", "reasoning", "answer_style", *API_SETTINGS]
+# The settings in the API's own order, max_new_tokens first (kept stable for clients that pass
+# arguments by position); names and defaults are GenerationSettings'.
+API_SETTINGS = ["max_new_tokens", *(name for name in SETTING_NAMES if name != "max_new_tokens")]
+# `model` comes last: it was added after the others.
+COMMON_NAMES = ["history", "system_prompt", "reasoning", "answer_style", *API_SETTINGS, "model"]
 # What the UI shows as a warning (old turns left out for length) starts the API's answer, one
 # paragraph each; an answer sent back in `history` loses them again.
 NOTICE_MARK = "⚠️ Notice: "
@@ -60,6 +52,7 @@ def common_inputs(system_prompt: str) -> list:
         gr.Checkbox(False, label="reasoning"),
         gr.Textbox(DEFAULT_STYLE, label="answer_style"),
         *(gr.Number(getattr(defaults, name), label=name) for name in API_SETTINGS),
+        gr.Textbox("", label="model"),  # empty: the backend's default model
     ]
 
 
@@ -87,7 +80,6 @@ def register_endpoint(
         results = outputs()
         trigger = gr.Button()
     own_names = [component.label for component in own_components]
-    own_numbers = [c.label for c in own_components if isinstance(c, gr.Number)]
     own_file_types = take_file_types(own_components)
     names = [*own_names, *COMMON_NAMES]
 
@@ -96,9 +88,6 @@ def register_endpoint(
         own = {name: given[name] for name in own_names}
 
         def build() -> list[dict]:
-            for name in own_numbers:  # None: the parameter's default (start, end)
-                if own[name] is not None:
-                    finite_number(name, own[name])
             for name, file_types in own_file_types.items():
                 check_file_types(own[name], file_types)
             return build_turns(**own, history=given["history"])
@@ -113,6 +102,7 @@ def register_endpoint(
             tuple(given[name] for name in SETTING_NAMES),
             concurrency_limit,
             request,
+            model=given["model"] or None,
         ):
             yield present(text, own, False)
         if text is not None and own.get("stale"):
@@ -132,7 +122,10 @@ def register_endpoint(
         )
     endpoint.__signature__ = inspect.Signature(parameters)
     endpoint.__name__ = api_name
-    endpoint.__doc__ = description
+    endpoint.__doc__ = (
+        f"{description} `model`: one of {', '.join(backend.models) or backend.info.model} "
+        f"(empty: {backend.info.model})."
+    )
     trigger.click(
         endpoint,
         inputs,
@@ -177,34 +170,38 @@ def answer_request(
     settings_values: tuple,
     concurrency_limit: int = 1,
     request: gr.Request | None = None,
+    model: str | None = None,
 ):
-    """Check an API request and stream its answer; user errors end as a clean gr.Error.
+    """Check an API request and stream its answer (with `model`, None: the default); user
+    errors end as a clean gr.Error.
 
     `build_turns()` returns the whole conversation (history + the new question, media attached).
     Notices (old turns left out) start the answer.
     """
-    try:
-        settings = make_settings(*settings_values)
-        turns = build_turns()
-        for turn in turns:
-            if turn["role"] == "assistant":
-                turn["text"] = without_notices(turn["text"])
-        turns[-1].update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
-        conversation = to_conversation(turns, system_prompt)
-        conversation.check()
-    except InputError as error:
-        raise gr.Error(str(error), print_exception=False) from None
-    except (TypeError, ValueError, ArithmeticError) as error:  # e.g. a number sent as null
-        raise gr.Error(f"Invalid parameter: {error}", print_exception=False) from None
+    with refusals():
+        try:
+            settings = make_settings(*settings_values)
+            turns = build_turns()
+            for turn in turns:
+                if turn["role"] == "assistant":
+                    turn["text"] = without_notices(turn["text"])
+            turns[-1].update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
+            conversation = to_conversation(turns, system_prompt)
+            conversation.check()
+        except InputError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as error:  # e.g. a number sent as null
+            raise InputError(f"Invalid parameter: {error}") from None
     notices: list[str] = []
     reader = ResultReader(request)
     steps = stream_answer(
         backend,
         conversation,
         settings,
+        model=model,
         on_notice=notices.append,
         concurrency_limit=concurrency_limit,
-        check_images=True,
+        check_media=True,
     )
     try:
         with contextlib.closing(steps):  # an error below stops the model at once
@@ -212,6 +209,4 @@ def answer_request(
                 reader.check()
                 yield with_notices(text, notices)
     except Exception as error:
-        if not isinstance(error, InputError | GenerationError):
-            log.exception("generation failed")
-        raise gr.Error(user_message(error), print_exception=False) from None
+        raise failure(error) from None

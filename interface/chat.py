@@ -1,22 +1,23 @@
-"""Chat controls shared by every tab: the chat panel, streaming, and a Stop that stops.
+"""The chat panel every tab shares: chatbot, question box, Stop that stops, Regenerate, Undo,
+Clear and export.
 
-A tab supplies how a new user turn is collected from its media inputs; everything else, from
-the chatbot to Regenerate/Undo/Clear and the Stop that really stops the model, lives here once.
+A tab describes itself in one ChatTab (how a new question is collected from its media inputs,
+what Clear empties, what is redrawn as an answer streams); everything else lives here once.
+Streaming itself (interface.streaming) does not depend on Gradio.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import threading
 import time
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import gradio as gr
 
-from interface.conversation import assistant_turn, to_chatbot, to_clip, to_conversation
+from interface.conversation import assistant_turn, to_chatbot, to_conversation, to_turn
 from interface.export import write_exports
+from interface.failures import failure, refusals
 from interface.queueing import (
     MODEL_QUEUE,
     ResultReader,
@@ -25,207 +26,40 @@ from interface.queueing import (
 )
 from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SettingsControls, make_settings, settings_record
-from model_backend.base import (
-    KEEPALIVE_S,
-    MAX_QUESTION_CHARS,
-    Backend,
-    Conversation,
-    GenerationSettings,
-    GenerationStats,
-    TextStream,
-    cancellable,
-    check_length,
-)
-from model_backend.errors import GenerationError, InputError
-from model_backend.media import check_image, sample_video
+from interface.streaming import ACTIVE_STREAMS, stream_answer
+from model_backend.base import MAX_QUESTION_CHARS, Backend, TextStream, check_length
+from model_backend.media import check_turn
 from model_backend.styles import normalize_style
 
-log = logging.getLogger(__name__)
-
 INPUT_QUEUE, INPUT_CONCURRENCY = "input", 4  # checking a new turn's images and video
-UPDATE_INTERVAL_S = 0.05  # at most 20 screen updates a second while an answer streams
 EXTRAS_INTERVAL_S = 0.25  # extra outputs (grounding drawings) while it streams: 4 a second
-PREPARE_THREAD = "internvl-prepare"
+HIDDEN = {"api_visibility": "private"}  # the UI's own events are not API endpoints
 
 
-class ActiveStreams:
-    """The running generation of each browser session and tab, so Stop can end it.
+def no_extras(turns: list[dict]) -> tuple:
+    return ()
 
-    Stop tells the model to stop (the stream then ends by itself and the answer keeps what was
-    written, marked "stopped"). A Stop that arrives while the request still waits in the queue
-    is remembered and applied the moment its generation starts.
+
+@dataclass(frozen=True)
+class ChatTab:
+    """What a tab tells the shared chat panel about itself.
+
+    `collect_turn(message, turns, *media values)` builds the new user turn dict from the
+    question box's value and the values of `media_inputs`, or raises InputError. Clear sets
+    the components of `cleared` to their values. `extra_outputs` are set to
+    `render_extra(turns)` (one value each) a few times a second while an answer streams and
+    once when it ends (the grounding tab's drawn boxes, table and file).
     """
 
-    def __init__(self) -> None:
-        self._streams: dict[str, TextStream] = {}
-        self._stop_requested: set[str] = set()
-        self._lock = threading.Lock()
-
-    def add(self, key: str, stream: TextStream) -> None:
-        with self._lock:
-            self._streams[key] = stream
-            stop_now = key in self._stop_requested
-            self._stop_requested.discard(key)
-        if stop_now:
-            stream.cancel()
-
-    def remove(self, key: str, stream: TextStream) -> None:
-        with self._lock:
-            if self._streams.get(key) is stream:
-                del self._streams[key]
-
-    def new_request(self, key: str) -> None:
-        """Forget a Stop that came too late for the previous request."""
-        with self._lock:
-            self._stop_requested.discard(key)
-
-    def stop(self, key: str) -> None:
-        with self._lock:
-            stream = self._streams.get(key)
-            if stream is None:
-                self._stop_requested.add(key)
-        if stream is not None:
-            stream.cancel()
-
-
-ACTIVE_STREAMS = ActiveStreams()
-
-
-# ---------------------------------------------------------------------------------------------
-# Preparing an answer (images decoded and tiled, prompt built) off the request's own thread
-
-
-_PREPARING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PREPARING_LOCK = threading.Lock()
-
-
-def preparing_slots(backend: Backend, limit: int) -> threading.BoundedSemaphore:
-    """How many answers the backend may be preparing at once (the model queue's concurrency).
-
-    Gradio frees a cancelled job's place in the queue at once, while the step it was running
-    carries on in its thread; a slot stays taken until that thread has really ended, so
-    cancelled requests cannot pile up working threads.
-    """
-    with _PREPARING_LOCK:
-        if backend not in _PREPARING:
-            _PREPARING[backend] = threading.BoundedSemaphore(limit)
-        return _PREPARING[backend]
-
-
-class Preparation:
-    """`start()` (which returns the answer's stream) run in a worker thread holding a slot.
-
-    `cancel()` asks the worker to stop (see model_backend.base.raise_if_cancelled) and closes
-    the stream if it has been made, or as soon as it is.
-    """
-
-    def __init__(self, start: Callable[[], TextStream], slots: threading.BoundedSemaphore):
-        self._start = start
-        self._slots = slots
-        self._cancelled = threading.Event()
-        self._lock = threading.Lock()  # hands the outcome over to exactly one owner
-        self._outcome: TextStream | BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name=PREPARE_THREAD, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            with cancellable(self._cancelled):
-                outcome = self._start()
-        except BaseException as error:  # re-raised in the request's thread
-            outcome = error
-        finally:
-            self._slots.release()
-        with self._lock:
-            self._outcome = outcome
-            if self._cancelled.is_set() and isinstance(outcome, TextStream):
-                outcome.close()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled.set()
-            if isinstance(self._outcome, TextStream):
-                self._outcome.close()
-
-    def stream(self) -> TextStream:
-        """The stream once the worker has ended; its error if it failed."""
-        if isinstance(self._outcome, BaseException):
-            raise self._outcome
-        return self._outcome
-
-
-def prepared_stream(
-    backend: Backend, start: Callable[[], TextStream], concurrency_limit: int
-) -> Iterator[TextStream | None]:
-    """Yield None every KEEPALIVE_S while `start()` runs in a worker thread, then its stream.
-
-    The request's own thread stays free to be closed (a cancelled job, a closed page), and
-    closing this generator cancels the preparation.
-    """
-    # Before any work: Gradio can close a job's generator (when the job is cancelled) only
-    # once it has had a first output.
-    yield None
-    slots = preparing_slots(backend, concurrency_limit)
-    while not slots.acquire(timeout=KEEPALIVE_S):
-        yield None
-    preparation = Preparation(start, slots)
-    preparation.thread.start()
-    finished = False
-    try:
-        while preparation.thread.is_alive():
-            preparation.thread.join(KEEPALIVE_S)
-            if preparation.thread.is_alive():
-                yield None
-        finished = True
-    finally:
-        if not finished:
-            preparation.cancel()
-    yield preparation.stream()
-
-
-def stream_answer(
-    backend: Backend,
-    conversation: Conversation,
-    settings: GenerationSettings,
-    on_start: Callable[[TextStream], None] = lambda stream: None,
-    on_notice: Callable[[str], object] = lambda notice: None,
-    concurrency_limit: int = 1,
-    check_images: bool = False,
-) -> Iterator[tuple[str, GenerationStats | None]]:
-    """Yield (answer so far, None) while streaming, then (answer, stats) once at the end;
-    ("", None) while the answer is being prepared.
-
-    `check_images`: check the conversation's images first (API requests; the UI checks an
-    image when it is added). Closing this generator (Stop, a cancelled API job, a closed page)
-    stops the model, or the preparation.
-    """
-
-    def start() -> TextStream:
-        if check_images:
-            for path in conversation.image_paths:
-                check_image(path)
-        return backend.stream(conversation, settings)
-
-    stream = None
-    with contextlib.closing(prepared_stream(backend, start, concurrency_limit)) as preparing:
-        for stream in preparing:
-            if stream is None:
-                yield "", None
-    on_start(stream)
-    for notice in stream.notices:
-        on_notice(notice)
-    text, shown_at = "", 0.0
-    try:
-        for piece in stream:
-            text += piece
-            now = time.perf_counter()
-            # A keep-alive ("") is always passed on (it lets Stop in); text at most every
-            # UPDATE_INTERVAL_S, so a fast model does not flood the browser with updates.
-            if not piece or now - shown_at >= UPDATE_INTERVAL_S:
-                shown_at = now
-                yield text, None
-    finally:
-        stream.close()
-    yield text, stream.stats
+    name: str  # also the prefix of the panel's elem_ids
+    collect_turn: Callable[..., dict]
+    placeholder: str
+    file_types: tuple[str, ...] = ("image",)
+    file_count: str = "single"
+    media_inputs: tuple = ()
+    cleared: Mapping = field(default_factory=dict)
+    extra_outputs: tuple = ()
+    render_extra: Callable[[list[dict]], tuple] = no_extras
 
 
 def typed(turn: dict) -> str:
@@ -233,117 +67,102 @@ def typed(turn: dict) -> str:
     return turn.get("typed", turn["text"])
 
 
-def user_message(error: Exception) -> str:
-    """What to tell the user about a failed request."""
-    if isinstance(error, InputError | GenerationError):
-        return str(error)
-    return f"Generation failed ({type(error).__name__}: {error}). The conversation is kept."
-
-
-# ---------------------------------------------------------------------------------------------
-# The chat panel
-
-
 class ChatPanel:
-    """Chatbot, textbox and buttons of one tab, wired to the backend.
+    """Chatbot, question box and buttons of one tab, wired to the backend.
 
-    `collect_turn(message, turns, *media_values)` builds the new user turn dict from the
-    textbox value and the tab's media inputs, or raises InputError; the panel then records
-    how the question is asked (reasoning, answer style) and checks its images.
+    `model` holds the browser session's model (see interface.layout); every answer and export
+    of this panel uses it.
     """
 
     def __init__(
         self,
         backend: Backend,
-        name: str,
-        collect_turn: Callable[..., dict],
-        placeholder: str,
-        file_types: list[str] | None = None,
-        file_count: str = "single",
+        tab: ChatTab,
+        model: gr.State | None = None,
         concurrency_limit: int = 1,
     ):
         self.backend = backend
-        self.name = name
-        self.extra_outputs: list = []
-        self.render_extra: Callable[[list[dict]], tuple] = lambda turns: ()
-        self.collect_turn = collect_turn
+        self.tab = tab
+        self.name = tab.name
+        self.model = model if model is not None else gr.State(backend.info.model)
         self.concurrency_limit = concurrency_limit
         self.state = gr.State([])
         self.chatbot = gr.Chatbot(
-            elem_id=f"{name}-chatbot",
+            elem_id=f"{tab.name}-chatbot",
             label="Conversation",
             height=520,
             latex_delimiters=LATEX_DELIMITERS,
             buttons=["copy", "copy_all"],
-            placeholder=placeholder,
+            placeholder=tab.placeholder,
             feedback_options=None,
         )
         self.textbox = gr.MultimodalTextbox(
-            elem_id=f"{name}-input",
+            elem_id=f"{tab.name}-input",
             placeholder="Ask a question and press Enter",
             label="Question",
-            file_types=file_types or ["image"],
-            file_count=file_count,
+            file_types=list(tab.file_types),
+            file_count=tab.file_count,
             sources=["upload"],
             show_label=False,
             submit_btn="Send",
         )
         with gr.Row():
-            self.stop_btn = gr.Button("Stop", variant="stop", visible=False, elem_id=f"{name}-stop")
-            self.regenerate_btn = gr.Button("Regenerate", elem_id=f"{name}-regenerate")
-            self.undo_btn = gr.Button("Undo", elem_id=f"{name}-undo")
-            self.clear_btn = gr.Button("Clear", elem_id=f"{name}-clear")
+            self.stop_btn = gr.Button(
+                "Stop", variant="stop", visible=False, elem_id=f"{tab.name}-stop"
+            )
+            self.regenerate_btn = gr.Button("Regenerate", elem_id=f"{tab.name}-regenerate")
+            self.undo_btn = gr.Button("Undo", elem_id=f"{tab.name}-undo")
+            self.clear_btn = gr.Button("Clear", elem_id=f"{tab.name}-clear")
         with gr.Row():
-            self.export_btn = gr.Button("Export chat", size="sm", elem_id=f"{name}-export")
+            self.export_btn = gr.Button("Export chat", size="sm", elem_id=f"{tab.name}-export")
             self.export_json = gr.DownloadButton(
-                "Download chat (JSON)", visible=False, size="sm", elem_id=f"{name}-export-json"
+                "Download chat (JSON)", visible=False, size="sm", elem_id=f"{tab.name}-export-json"
             )
             self.export_md = gr.DownloadButton(
-                "Download chat (Markdown)", visible=False, size="sm", elem_id=f"{name}-export-md"
+                "Download chat (Markdown)",
+                visible=False,
+                size="sm",
+                elem_id=f"{tab.name}-export-md",
             )
 
-    # -- wiring ---------------------------------------------------------------------------------
+    # -- updates by name ------------------------------------------------------------------------
 
     @property
     def busy_outputs(self) -> list:
         return [self.textbox, self.stop_btn, self.regenerate_btn, self.undo_btn, self.clear_btn]
 
-    @staticmethod
-    def busy(is_busy: bool) -> tuple:
-        """Updates for busy_outputs: while the model runs only Stop is usable."""
-        return (
-            gr.MultimodalTextbox(interactive=not is_busy),
-            gr.Button(visible=is_busy),
-            *(gr.Button(interactive=not is_busy) for _ in range(3)),
-        )
+    def busy(self, is_busy: bool) -> dict:
+        """While the model runs only Stop is usable."""
+        buttons = (self.regenerate_btn, self.undo_btn, self.clear_btn)
+        return {
+            self.textbox: gr.MultimodalTextbox(interactive=not is_busy),
+            self.stop_btn: gr.Button(visible=is_busy),
+            **{button: gr.Button(interactive=not is_busy) for button in buttons},
+        }
 
     @property
     def downloads(self) -> list:
         return [self.export_json, self.export_md]
 
-    @staticmethod
-    def no_downloads() -> tuple:
+    def no_downloads(self) -> dict:
         """Hide the download buttons: the conversation has changed since its export."""
-        return gr.DownloadButton(visible=False), gr.DownloadButton(visible=False)
+        return {button: gr.DownloadButton(visible=False) for button in self.downloads}
 
-    def wire(
-        self,
-        settings: SettingsControls,
-        media_inputs: list,
-        media_outputs: list,
-        clear_media: Callable[[], tuple],
-        extra_outputs: list | None = None,
-        render_extra: Callable[[list[dict]], tuple] | None = None,
-    ) -> None:
-        """Connect the events. `media_outputs` get `clear_media()` on Clear.
+    def shown(self, turns: list[dict]) -> dict:
+        """The conversation, in the state and in the chatbot."""
+        return {self.state: turns, self.chatbot: to_chatbot(turns)}
 
-        `extra_outputs` are refreshed with `render_extra(turns)` a few times a second while an
-        answer streams and once when it ends (the grounding tab's drawn boxes, table, file).
-        """
-        if extra_outputs:
-            self.extra_outputs = list(extra_outputs)
-            self.render_extra = render_extra
-        hidden = {"api_visibility": "private"}
+    def question(self, value: dict | None) -> dict:
+        """The question box's new value (None empties it)."""
+        return {self.textbox: gr.MultimodalTextbox(value=value)}
+
+    def extras(self, turns: list[dict]) -> dict:
+        return dict(zip(self.tab.extra_outputs, self.tab.render_extra(turns), strict=True))
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    def wire(self, settings: SettingsControls) -> None:
+        """Connect the events."""
         # Steps that may refuse the request go through the queue: only there does a gr.Error
         # reach the page as a readable message (outside it, it is a bare HTTP 500).
         # A new turn's media are checked (a video decoded) here: a few at a time, so that a
@@ -352,100 +171,82 @@ class ChatPanel:
             "concurrency_id": INPUT_QUEUE,
             "concurrency_limit": INPUT_CONCURRENCY,
             "show_progress": "hidden",
-            **hidden,
+            **HIDDEN,
         }
+        conversation = [self.state, self.chatbot]
         submitted = self.textbox.submit(
             self.add_turn,
-            [self.textbox, self.state, *settings.style(), *media_inputs],
-            [self.state, self.chatbot, self.textbox],
+            [self.textbox, self.state, *settings.style(), *self.tab.media_inputs],
+            [*conversation, self.textbox],
             **checked,
         )
         self._generate_after(submitted, settings)
 
         for trigger in (self.regenerate_btn.click, self.chatbot.retry):
             retried = trigger(
-                self.drop_answer,
-                [self.state, *settings.style()],
-                [self.state, self.chatbot],
-                **checked,
+                self.drop_answer, [self.state, *settings.style()], conversation, **checked
             )
             self._generate_after(retried, settings)
 
         for trigger in (self.undo_btn.click, self.chatbot.undo):
             trigger(
-                lambda turns: (*self.undo(turns), *self.no_downloads()),
+                self.undo,
                 [self.state],
-                [self.state, self.chatbot, self.textbox, *self.downloads],
+                [*conversation, self.textbox, *self.downloads],
                 queue=False,
-                **hidden,
+                **HIDDEN,
             )
-
-        def clear():
-            self.backend.clear_cache()
-            return [], [], None, *self.no_downloads(), *clear_media()
 
         for trigger in (self.clear_btn.click, self.chatbot.clear):
             trigger(
-                clear,
+                self.clear,
                 None,
-                [self.state, self.chatbot, self.textbox, *self.downloads, *media_outputs],
+                [*conversation, self.textbox, *self.downloads, *self.tab.cleared],
                 queue=False,
-                **hidden,
+                **HIDDEN,
             )
 
         # Written only when asked for: a conversation with large images makes large files.
         self.export_btn.click(
-            self.exports, [self.state, *settings.generation()], self.downloads, **hidden
+            self.exports,
+            [self.state, self.model, *settings.generation()],
+            self.downloads,
+            **HIDDEN,
         )
 
         # No `cancels=`: that would drop the handler's last update (the answer so far and its
         # figures); ACTIVE_STREAMS stops the model and the handler finishes normally.
-        self.stop_btn.click(self.stop, None, None, queue=False, **hidden)
+        self.stop_btn.click(self.stop, None, None, queue=False, **HIDDEN)
 
     def _generate_after(self, event, settings: SettingsControls) -> None:
-        hidden = {"api_visibility": "private"}
         running = event.success(
-            lambda: (*self.busy(True), *self.no_downloads()),
+            lambda: {**self.busy(True), **self.no_downloads()},
             None,
             [*self.busy_outputs, *self.downloads],
             queue=False,
-            **hidden,
+            **HIDDEN,
         )
-        inputs = [self.state, *settings.generation()]
+        inputs = [self.state, self.model, *settings.generation()]
         generation = running.then(
             self.respond,
             inputs,
-            [self.state, self.chatbot, self.textbox, *self.extra_outputs],
+            [self.state, self.chatbot, self.textbox, *self.tab.extra_outputs],
             concurrency_id=MODEL_QUEUE,
             concurrency_limit=self.concurrency_limit,
             show_progress="minimal",
             validator=client_limit_validator(len(inputs)),
-            **hidden,
+            **HIDDEN,
         )
-        generation.then(lambda: self.busy(False), None, self.busy_outputs, queue=False, **hidden)
-        if self.extra_outputs:  # the final extras, outside the model's concurrency slot
+        generation.then(lambda: self.busy(False), None, self.busy_outputs, queue=False, **HIDDEN)
+        if self.tab.extra_outputs:  # the final extras, outside the model's concurrency slot
             generation.then(
-                self.render_extra, self.state, self.extra_outputs, queue=False, **hidden
+                self.extras, self.state, list(self.tab.extra_outputs), queue=False, **HIDDEN
             )
-
-    def exports(self, turns: list[dict], system_prompt: str, *values: float):
-        """The download buttons, pointing at the conversation's JSON and Markdown files."""
-        settings = settings_record(system_prompt, *values)
-        try:
-            files = write_exports(turns, self.backend.info.model, settings)
-        except InputError as error:
-            raise gr.Error(str(error), print_exception=False) from None
-        if files is None:
-            gr.Info("There is nothing to export yet: ask a question first.")
-            return self.no_downloads()
-        return (
-            gr.DownloadButton(value=files[0], visible=True),
-            gr.DownloadButton(value=files[1], visible=True),
-        )
 
     # -- handlers -------------------------------------------------------------------------------
 
     def key(self, request: gr.Request | None) -> str:
+        """The conversation's id: the browser session and the tab."""
         session = getattr(request, "session_hash", None) or "no-session"
         return f"{session}/{self.name}"
 
@@ -457,57 +258,68 @@ class ChatPanel:
         reasoning: bool,
         answer_style: str,
         *media_values,
-    ):
-        """Append the user's turn (validated) and clear the textbox.
+    ) -> dict:
+        """Append the user's turn (checked) and empty the question box.
 
         (`request` comes first: Gradio cannot pass it after a *args parameter.)
         """
         ACTIVE_STREAMS.new_request(self.key(request))
         message = message or {"text": "", "files": []}
-        try:
+        with refusals():
             check_length(message.get("text") or "", MAX_QUESTION_CHARS, "question")
             check_client_jobs(request)
-            turn = self.collect_turn(message, turns, *media_values)
+            turn = self.tab.collect_turn(message, turns, *media_values)
             turn.update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
-            for path in turn["images"]:
-                check_image(path)
-            if turn.get("video"):
-                sample_video(to_clip(turn["video"]))  # decodes once, cached
-        except InputError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            check_turn(to_turn(turn))  # a video is decoded once here, and cached
         turns = [*turns, turn]
-        return turns, to_chatbot(turns), gr.MultimodalTextbox(value=None)
+        return {**self.shown(turns), **self.question(None)}
 
     def drop_answer(
         self, turns: list[dict], reasoning: bool, answer_style: str, request: gr.Request
-    ):
+    ) -> dict:
         """Regenerate: forget the last answer; ask the question again with today's style."""
         ACTIVE_STREAMS.new_request(self.key(request))
         if not turns or turns[-1]["role"] != "assistant":
             raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
-        try:
+        with refusals():
             check_client_jobs(request)
-        except InputError as error:
-            raise gr.Error(str(error), print_exception=False) from None
         question = {**turns[-2], "reasoning": bool(reasoning)}
         question["answer_style"] = normalize_style(answer_style)
-        turns = [*turns[:-2], question]
-        return turns, to_chatbot(turns)
+        return self.shown([*turns[:-2], question])
 
-    def undo(self, turns: list[dict]):
-        """Remove the last question and its answer; the question goes back into the textbox."""
+    def undo(self, turns: list[dict]) -> dict:
+        """Remove the last question and its answer; the question goes back into the box."""
         if turns and turns[-1]["role"] == "assistant":
             turns = turns[:-1]
         if not turns:
-            return [], [], gr.MultimodalTextbox()
-        question = turns[-1]
-        turns = turns[:-1]
-        return turns, to_chatbot(turns), gr.MultimodalTextbox(value={"text": typed(question)})
+            return {**self.shown([]), **self.no_downloads()}
+        question = self.question({"text": typed(turns[-1])})
+        return {**self.shown(turns[:-1]), **question, **self.no_downloads()}
+
+    def clear(self, request: gr.Request) -> dict:
+        """An empty conversation; the backend forgets what it kept for this one."""
+        self.backend.clear_cache(chat=self.key(request))
+        return {**self.shown([]), **self.question(None), **self.no_downloads(), **self.tab.cleared}
 
     def stop(self, request: gr.Request) -> None:
         ACTIVE_STREAMS.stop(self.key(request))
 
-    def respond(self, request: gr.Request, turns: list[dict], system_prompt: str, *values: float):
+    def exports(self, turns: list[dict], model: str, system_prompt: str, *values: float):
+        """The download buttons, pointing at the conversation's JSON and Markdown files."""
+        settings = settings_record(system_prompt, *values)
+        with refusals():
+            files = write_exports(turns, model, settings)
+        if files is None:
+            gr.Info("There is nothing to export yet: ask a question first.")
+            return self.no_downloads()
+        return {
+            button: gr.DownloadButton(value=path, visible=True)
+            for button, path in zip(self.downloads, files, strict=True)
+        }
+
+    def respond(
+        self, request: gr.Request, turns: list[dict], model: str, system_prompt: str, *values
+    ):
         """Stream the answer into the chat; on failure keep the conversation and explain.
 
         (`values` are the settings in SETTING_NAMES order; `request` comes first because Gradio
@@ -524,13 +336,13 @@ class ChatPanel:
 
         reader = ResultReader(request)
         try:
-            settings = make_settings(*values)
-            conversation = to_conversation(turns, system_prompt)
             steps = stream_answer(
                 self.backend,
-                conversation,
-                settings,
-                register,
+                to_conversation(turns, system_prompt),
+                make_settings(*values),
+                model=model,
+                chat=key,
+                on_start=register,
                 on_notice=gr.Warning,
                 concurrency_limit=self.concurrency_limit,
             )
@@ -539,21 +351,21 @@ class ChatPanel:
                 for text, stats in steps:
                     reader.check()
                     answer = assistant_turn(text, stats.summary() if stats else None)
-                    shown = [*turns, answer]
+                    shown = [*turns, {**answer, "model": model}]  # which model answered
+                    updates = self.shown(shown)
                     # Extras (the grounding drawing) a few times a second while the model
                     # holds its slot; the last one is drawn after it (see _generate_after).
-                    extras = [gr.skip()] * len(self.extra_outputs)
                     if time.monotonic() - extras_at >= EXTRAS_INTERVAL_S:
-                        extras, extras_at = self.render_extra(shown), time.monotonic()
-                    yield shown, to_chatbot(shown), gr.skip(), *extras
+                        updates.update(self.extras(shown))
+                        extras_at = time.monotonic()
+                    yield updates
         except Exception as error:
-            if not isinstance(error, InputError | GenerationError):
-                log.exception("generation failed")
+            shown_error = failure(error)  # logs an unexpected one while it is being handled
             # Keep everything before the failed question; give the question back to edit.
-            kept, failed = turns[:-1], turns[-1]
-            question = gr.MultimodalTextbox(value={"text": typed(failed)})
-            yield kept, to_chatbot(kept), question, *self.render_extra(kept)
-            raise gr.Error(user_message(error), print_exception=False) from None
+            kept = turns[:-1]
+            question = self.question({"text": typed(turns[-1])})
+            yield {**self.shown(kept), **question, **self.extras(kept)}
+            raise shown_error from None
         finally:
             for stream in started:
                 ACTIVE_STREAMS.remove(key, stream)

@@ -23,17 +23,3 @@ def tab_examples(tab: str) -> list[dict]:
         if all(Path(f).is_file() for f in files):
             entries.append({"files": files, "text": entry["text"]})
     return entries
-
-
-def show_examples(tab: str, media, textbox, label: str = "Examples (click one, then press Send)"):
-    """A tab's examples: its first file in `media`, its question in `textbox`; none if absent."""
-    import gradio as gr
-
-    examples = tab_examples(tab)
-    if examples:
-        gr.Examples(
-            examples=[[entry["files"][0], {"text": entry["text"]}] for entry in examples],
-            inputs=[media, textbox],
-            label=label,
-            cache_examples=False,
-        )

@@ -7,9 +7,8 @@ import time
 import gradio as gr
 
 from interface.api import register_endpoint
-from interface.chat import ChatPanel
+from interface.chat import ChatPanel, ChatTab
 from interface.conversation import user_turn
-from interface.examples import show_examples
 from interface.grounding_view import (
     annotated_file,
     answer_boxes,
@@ -17,8 +16,8 @@ from interface.grounding_view import (
     boxes_json_file,
     boxes_table,
 )
-from interface.image_chat import image_input, new_images
 from interface.settings import build_settings
+from interface.tab_helpers import image_input, new_images, show_examples
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
 from model_backend.grounding import grounding_question
@@ -59,7 +58,11 @@ def render_boxes(turns: list[dict]) -> tuple:
 
 
 def build_grounding_tab(
-    backend: Backend, defaults: GenerationSettings, system_prompt: str, concurrency_limit: int
+    backend: Backend,
+    defaults: GenerationSettings,
+    system_prompt: str,
+    concurrency_limit: int,
+    model: gr.State | None = None,
 ) -> None:
     """Grounding: the model answers with boxes; they are drawn as the answer streams."""
     with gr.Row(equal_height=False):
@@ -86,24 +89,20 @@ def build_grounding_tab(
                     elem_id="grounding-table",
                 )
                 download = gr.File(label="Boxes as JSON", elem_id="grounding-json")
-            panel = ChatPanel(
-                backend,
+            tab = ChatTab(
                 name="grounding",
                 collect_turn=collect_grounding_turn,
                 placeholder="**Grounding** · add an image, pick a mode, say what to find.",
-                concurrency_limit=concurrency_limit,
+                media_inputs=(image, mode),
+                cleared={image: None, drawn: None, table: [], download: None},
+                extra_outputs=(drawn, table, download),
+                render_extra=render_boxes,
             )
+            panel = ChatPanel(backend, tab, model, concurrency_limit)
     show_examples(
-        "grounding", image, panel.textbox, "Examples (Find mode: click one, then press Send)"
+        "grounding", panel.textbox, image, "Examples (Find mode: click one, then press Send)"
     )
-    panel.wire(
-        settings,
-        media_inputs=[image, mode],
-        media_outputs=[image, drawn, table, download],
-        clear_media=lambda: (None, None, [], None),
-        extra_outputs=[drawn, table, download],
-        render_extra=render_boxes,
-    )
+    panel.wire(settings)
 
     register_endpoint(
         "grounding",

@@ -5,45 +5,12 @@ from __future__ import annotations
 import gradio as gr
 
 from interface.api import register_endpoint
-from interface.chat import ChatPanel
-from interface.conversation import conversation_paths, history_to_turns, user_turn
-from interface.examples import show_examples
+from interface.chat import ChatPanel, ChatTab
+from interface.conversation import history_to_turns, user_turn
 from interface.settings import build_settings
+from interface.tab_helpers import image_input, new_images, question_text, show_examples
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
-
-
-def question_text(message: dict) -> str:
-    text = (message.get("text") or "").strip()
-    if not text:
-        raise InputError("Please type a question.")
-    return text
-
-
-def image_input(elem_id: str, height: int) -> gr.Image:
-    """An image box that takes uploads, pastes and webcam shots, and hands over the file."""
-    return gr.Image(
-        type="filepath",
-        sources=["upload", "clipboard", "webcam"],
-        label="Image",
-        image_mode=None,  # the file as uploaded; the backend converts it (EXIF, CMYK, ...)
-        elem_id=elem_id,
-        height=height,
-    )
-
-
-def new_images(message: dict, turns: list[dict], image: str | None) -> list[str]:
-    """The image a new question brings: one attached in the textbox, else the image box's if
-    the conversation does not hold it yet, else none (a follow-up)."""
-    attached = list(message.get("files") or [])
-    if attached:
-        return attached[-1:]
-    sent = conversation_paths(turns)
-    if image and image not in sent:
-        return [image]
-    if not sent:
-        raise InputError("Please add an image first (upload, paste or webcam).")
-    return []
 
 
 def collect_image_turn(message: dict, turns: list[dict], image: str | None) -> dict:
@@ -64,7 +31,11 @@ def image_chat_turns(image: str | None, question: str, history: list | None) -> 
 
 
 def build_image_chat_tab(
-    backend: Backend, defaults: GenerationSettings, system_prompt: str, concurrency_limit: int
+    backend: Backend,
+    defaults: GenerationSettings,
+    system_prompt: str,
+    concurrency_limit: int,
+    model: gr.State | None = None,
 ) -> None:
     """Image chat: one image (replaceable), multi-turn questions about it."""
     with gr.Row(equal_height=False):
@@ -72,15 +43,16 @@ def build_image_chat_tab(
             image = image_input("image-chat-image", height=340)
             settings = build_settings(defaults, system_prompt, prefix="image-chat")
         with gr.Column(scale=3, min_width=400):
-            panel = ChatPanel(
-                backend,
+            tab = ChatTab(
                 name="image-chat",
                 collect_turn=collect_image_turn,
                 placeholder="**Image chat** · add an image on the left, then ask about it.",
-                concurrency_limit=concurrency_limit,
+                media_inputs=(image,),
+                cleared={image: None},
             )
-    show_examples("image_chat", image, panel.textbox, "Examples (click one, then press Send)")
-    panel.wire(settings, media_inputs=[image], media_outputs=[image], clear_media=lambda: (None,))
+            panel = ChatPanel(backend, tab, model, concurrency_limit)
+    show_examples("image_chat", panel.textbox, image)
+    panel.wire(settings)
 
     register_endpoint(
         "image_chat",

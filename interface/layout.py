@@ -7,15 +7,19 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from interface import queueing
+from interface.chat import HIDDEN
+from interface.failures import refusals
 from interface.grounding_chat import build_grounding_tab
 from interface.image_chat import build_image_chat_tab
 from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
 from interface.video_chat import build_video_chat_tab
-from model_backend.base import Backend, GenerationSettings
+from model_backend.base import Backend, BackendInfo, GenerationSettings
 from model_backend.errors import InputError, ModelLoadError
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 
 TITLE = "InternVL 2.5 demo"
+# Models being loaded for sessions' menus, one at a time (answers go on meanwhile).
+MODEL_LOADS = "model-loads"
 UPLOADS_KEPT_S = 6 * 3600  # a conversation idle for longer must upload its images again
 CSS = """
 #header-note { font-size: 0.9em; opacity: 0.85; }
@@ -35,8 +39,8 @@ class UIOptions:
     jobs_per_address: int = queueing.MAX_JOBS_PER_ADDRESS  # requests one address may have queued
 
 
-def header_markdown(backend: Backend) -> str:
-    info = backend.info
+def header_markdown(info: BackendInfo) -> str:
+    """The page's header: the title and the model answering in this session."""
     lines = [f"# {TITLE}", f"Model: `{info.model}` · {info.kind} · {info.device}".rstrip(" ·")]
     if info.random_weights:
         lines.append(
@@ -48,15 +52,16 @@ def header_markdown(backend: Backend) -> str:
 
 
 def model_choice(backend: Backend) -> gr.Dropdown:
-    """A model dropdown: the local backend swaps checkpoints (one in memory at a time), a remote
-    one picks among what the engine serves. The choice applies to everyone using the demo."""
+    """The model menu: it chooses the model of this browser session only (a local backend
+    loads it beside the others when memory allows; a remote one picks among what the engine
+    serves)."""
     return gr.Dropdown(
         backend.models, value=backend.info.model, label="Model", elem_id="model-choice"
     )
 
 
-def default_system_prompt(backend: Backend) -> str:
-    return backend.info.system_prompt or DEFAULT_SYSTEM_PROMPT
+def default_system_prompt(info: BackendInfo) -> str:
+    return info.system_prompt or DEFAULT_SYSTEM_PROMPT
 
 
 def prompts_after_switch(prompts: list[str], old_default: str, new_default: str) -> list[str]:
@@ -66,25 +71,41 @@ def prompts_after_switch(prompts: list[str], old_default: str, new_default: str)
 
 
 def wire_model_choice(
-    backend: Backend, choice: gr.Dropdown, header: gr.Markdown, prompts: list[gr.Textbox]
+    backend: Backend,
+    choice: gr.Dropdown,
+    session_model: gr.State,
+    header: gr.Markdown,
+    prompts: list[gr.Textbox],
 ) -> None:
-    def switch(model: str, *values: str, progress=gr.Progress()):  # noqa: B008 (Gradio's)
-        progress(0, desc=f"Loading {model} (the previous model is freed first)…")
-        old_default = default_system_prompt(backend)
-        try:
-            backend.select_model(model)
-        except (InputError, ModelLoadError) as error:
-            raise gr.Error(str(error), print_exception=False) from None
-        new = prompts_after_switch(list(values), old_default, default_system_prompt(backend))
-        return header_markdown(backend), *new
+    """The menu switches `session_model`, the header and the default system prompts of this
+    session; a model that cannot be loaded leaves the session on its model, menu included."""
 
-    choice.change(
+    def switch(model: str, previous: str, *values: str, progress=gr.Progress()):  # noqa: B008
+        progress(0, desc=f"Loading {model} (it may take a few minutes the first time)…")
+        with refusals():
+            try:
+                info = backend.ensure_model(model)
+            except ModelLoadError as error:  # a checkpoint that fails to load
+                raise InputError(str(error)) from None
+        old_default = default_system_prompt(backend.describe(previous))
+        new = prompts_after_switch(list(values), old_default, default_system_prompt(info))
+        return {
+            session_model: model,
+            header: header_markdown(info),
+            **dict(zip(prompts, new, strict=True)),
+        }
+
+    # `select`, not `change`: putting the menu back after a failure must not switch again
+    # (and `input` comes twice for one choice).
+    switched = choice.select(
         switch,
-        [choice, *prompts],
-        [header, *prompts],
-        concurrency_id=queueing.MODEL_QUEUE,
-        api_visibility="private",
+        [choice, session_model, *prompts],
+        [session_model, header, *prompts],
+        concurrency_id=MODEL_LOADS,
+        concurrency_limit=1,
+        **HIDDEN,
     )
+    switched.failure(lambda model: model, session_model, choice, queue=False, **HIDDEN)
 
 
 def system_prompt_boxes(demo: gr.Blocks) -> list[gr.Textbox]:
@@ -103,21 +124,25 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     # Uploads and served copies older than UPLOADS_KEPT_S are deleted (checked hourly), so
     # Gradio's temp folder cannot grow for as long as the app runs.
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(3600, UPLOADS_KEPT_S)) as demo:
-        header = gr.Markdown(header_markdown(backend), elem_id="header-note")
+        header = gr.Markdown(header_markdown(backend.info), elem_id="header-note")
         choice = model_choice(backend) if len(backend.models) > 1 else None
+        session_model = gr.State(backend.info.model)  # this browser session's model
         system_prompt = options.system_prompt
         if system_prompt is None:
-            system_prompt = default_system_prompt(backend)
+            system_prompt = default_system_prompt(backend.info)
         common = (backend, options.defaults, system_prompt, options.concurrency_limit)
         with gr.Tabs():
             with gr.Tab("Image chat", id="image-chat"):
-                build_image_chat_tab(*common)
+                build_image_chat_tab(*common, model=session_model)
             with gr.Tab("Multi-image chat", id="multi-image"):
-                build_multi_image_chat_tab(*common, max_images=options.max_images)
+                build_multi_image_chat_tab(
+                    *common, max_images=options.max_images, model=session_model
+                )
             with gr.Tab("Video chat", id="video-chat"):
-                build_video_chat_tab(*common)
+                build_video_chat_tab(*common, model=session_model)
             with gr.Tab("Grounding", id="grounding"):
-                build_grounding_tab(*common)
+                build_grounding_tab(*common, model=session_model)
         if choice is not None:
-            wire_model_choice(backend, choice, header, system_prompt_boxes(demo))
+            prompts = system_prompt_boxes(demo)
+            wire_model_choice(backend, choice, session_model, header, prompts)
     return demo

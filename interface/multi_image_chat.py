@@ -5,11 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 from interface.api import register_endpoint
-from interface.chat import ChatPanel
+from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, to_conversation, user_turn
-from interface.examples import tab_examples
-from interface.image_chat import question_text
 from interface.settings import build_settings
+from interface.tab_helpers import question_text, show_examples
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
 from model_backend.media import image_token_estimate
@@ -78,6 +77,7 @@ def build_multi_image_chat_tab(
     system_prompt: str,
     concurrency_limit: int,
     max_images: int = DEFAULT_MAX_IMAGES,
+    model: gr.State | None = None,
 ) -> None:
     """Multi-image chat: images added with any question, numbered across the conversation."""
     with gr.Row(equal_height=False):
@@ -92,8 +92,7 @@ def build_multi_image_chat_tab(
             estimate = gr.Markdown(elem_id="multi-image-estimate")
             settings = build_settings(defaults, system_prompt, prefix="multi-image")
         with gr.Column(scale=3, min_width=400):
-            panel = ChatPanel(
-                backend,
+            tab = ChatTab(
                 name="multi-image",
                 collect_turn=lambda message, turns: collect_multi_image_turn(
                     message, turns, max_images
@@ -103,17 +102,10 @@ def build_multi_image_chat_tab(
                     f"refer to them as Image-1, Image-2, … (up to {max_images} per conversation)."
                 ),
                 file_count="multiple",
-                concurrency_limit=concurrency_limit,
             )
-    examples = tab_examples("multi_image_chat")
-    if examples:
-        gr.Examples(
-            examples=[[{"text": e["text"], "files": e["files"]}] for e in examples],
-            inputs=[panel.textbox],
-            label="Examples (click one, then press Send)",
-            cache_examples=False,
-        )
-    panel.wire(settings, media_inputs=[], media_outputs=[], clear_media=lambda: ())
+            panel = ChatPanel(backend, tab, model, concurrency_limit)
+    show_examples("multi_image_chat", panel.textbox)
+    panel.wire(settings)
 
     def show_preview(turns, message, max_tiles):
         return preview(backend, turns, message, max_tiles)

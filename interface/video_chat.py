@@ -7,12 +7,17 @@ from pathlib import Path
 import gradio as gr
 
 from interface.api import register_endpoint
-from interface.chat import ChatPanel
+from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, to_clip, user_turn, video_dict
-from interface.examples import show_examples
-from interface.image_chat import question_text
 from interface.settings import build_settings
-from model_backend.base import Backend, GenerationSettings
+from interface.tab_helpers import question_text, show_examples
+from model_backend.base import (
+    MAX_FRAMES,
+    MAX_TILES_PER_FRAME,
+    Backend,
+    GenerationSettings,
+    VideoClip,
+)
 from model_backend.errors import InputError
 from model_backend.media import DECODE_SLOTS, sample_video
 
@@ -90,7 +95,11 @@ def video_chat_turns(
 
 
 def build_video_chat_tab(
-    backend: Backend, defaults: GenerationSettings, system_prompt: str, concurrency_limit: int
+    backend: Backend,
+    defaults: GenerationSettings,
+    system_prompt: str,
+    concurrency_limit: int,
+    model: gr.State | None = None,
 ) -> None:
     """Video chat: sampled frames (shown), then questions about them."""
     with gr.Row(equal_height=False):
@@ -100,10 +109,20 @@ def build_video_chat_tab(
             )
             with gr.Row():
                 num_frames = gr.Slider(
-                    4, 64, 16, step=1, label="Frames", elem_id="video-chat-frames"
+                    4,
+                    MAX_FRAMES,
+                    VideoClip.num_frames,
+                    step=1,
+                    label="Frames",
+                    elem_id="video-chat-frames",
                 )
                 tiles_per_frame = gr.Slider(
-                    1, 4, 1, step=1, label="Tiles per frame", elem_id="video-chat-tiles"
+                    1,
+                    MAX_TILES_PER_FRAME,
+                    VideoClip.tiles_per_frame,
+                    step=1,
+                    label="Tiles per frame",
+                    elem_id="video-chat-tiles",
                 )
             with gr.Row():
                 start = gr.Number(0, label="Start (s)", minimum=0, elem_id="video-chat-start")
@@ -121,31 +140,27 @@ def build_video_chat_tab(
                 defaults, system_prompt, prefix="video-chat", show_max_tiles=False
             )
         with gr.Column(scale=3, min_width=400):
-            panel = ChatPanel(
-                backend,
+            sampling = [video, num_frames, start, end, tiles_per_frame]
+            tab = ChatTab(
                 name="video-chat",
                 collect_turn=collect_video_turn,
                 placeholder=(
                     "**Video chat** · add a video (mp4, webm, mov, mkv, avi or GIF), check the "
                     "sampled frames, then ask about it."
                 ),
-                file_types=VIDEO_TYPES,
-                concurrency_limit=concurrency_limit,
+                file_types=tuple(VIDEO_TYPES),
+                media_inputs=tuple(sampling),
+                cleared={video: None, frames: []},
             )
-    show_examples("video_chat", video, panel.textbox, "Examples (click one, then press Send)")
-    sampling = [video, num_frames, start, end, tiles_per_frame]
-    panel.wire(
-        settings,
-        media_inputs=sampling,
-        media_outputs=[video, frames],
-        clear_media=lambda: (None, []),
-    )
+            panel = ChatPanel(backend, tab, model, concurrency_limit)
+    show_examples("video_chat", panel.textbox, video)
+    panel.wire(settings)
 
     def show_frames(path, count, first, last, tiles):
         if not path:
             return []
-        clip = video_dict(path, count, optional_seconds(first), optional_seconds(last), tiles)
         try:
+            clip = video_dict(path, count, optional_seconds(first), optional_seconds(last), tiles)
             return frame_gallery(backend, clip)
         except InputError as error:
             gr.Warning(str(error))
@@ -171,10 +186,10 @@ def build_video_chat_tab(
         lambda: [
             gr.File(label="video", file_types=VIDEO_TYPES),
             gr.Textbox(label="question"),
-            gr.Number(16, label="num_frames"),
+            gr.Number(VideoClip.num_frames, label="num_frames"),
             gr.Number(None, label="start"),
             gr.Number(None, label="end"),
-            gr.Number(1, label="tiles_per_frame"),
+            gr.Number(VideoClip.tiles_per_frame, label="tiles_per_frame"),
         ],
         system_prompt,
         concurrency_limit,

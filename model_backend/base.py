@@ -65,21 +65,48 @@ __all__ = [
 
 
 class Backend(ABC):
-    """A model that answers conversations, streaming."""
+    """A model that answers conversations, streaming; several models where `models` says so."""
 
-    info: BackendInfo
-    models: ClassVar[list[str]] = []  # the models a user may choose from (see select_model)
-
-    @abstractmethod
-    def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
-        """Start answering; raise InputError for input the model cannot take."""
-
+    info: BackendInfo  # the default model's info (what a new session starts with)
+    models: ClassVar[list[str]] = []  # the models a session may choose from (info.model among them)
     tokens_per_tile: int = 256
 
-    def clear_cache(self) -> None:  # noqa: B027 - most backends keep nothing
-        """Forget what is kept between answers to speed up follow-ups (on Clear)."""
+    @abstractmethod
+    def stream(
+        self,
+        conversation: Conversation,
+        settings: GenerationSettings,
+        *,
+        model: str | None = None,
+        chat: str | None = None,
+    ) -> TextStream:
+        """Start answering; raise InputError for input the model cannot take.
 
-    def select_model(self, model: str) -> None:
-        """Answer with `model` from now on (one of `models`)."""
-        if model != self.info.model:
-            raise InputError(f"This backend serves only {self.info.model}.")
+        model: one of `models` (None: info.model); InputError naming the choices otherwise.
+        chat: an id for the conversation (the UI passes "<session hash>/<tab>"), under which the
+        backend may keep what speeds up its follow-ups; None for API requests."""
+
+    def ensure_model(self, model: str) -> BackendInfo:
+        """Make `model` ready (a local backend loads it into its pool, which may take minutes);
+        return its info (its own default system prompt included). InputError if it is not one
+        of `models` or does not fit in memory (the models already loaded are not disturbed)."""
+        return self.describe(self.check_model(model))
+
+    def describe(self, model: str | None = None) -> BackendInfo:
+        """Info of `model` (None: the default) without loading anything; for a local model not
+        loaded yet, what is known (model name, kind)."""
+        name = self.check_model(model)
+        return self.info if name == self.info.model else BackendInfo(name, self.info.kind)
+
+    def clear_cache(self, chat: str | None = None) -> None:  # noqa: B027 - most keep nothing
+        """Forget what is kept to speed up that chat's follow-ups (Clear); None: everything."""
+
+    def check_model(self, model: str | None) -> str:
+        """The model a request names (None: the default); InputError naming the choices for
+        one this backend does not offer."""
+        if model is None or model == self.info.model:
+            return self.info.model
+        if model not in self.models:
+            choices = ", ".join(self.models or [self.info.model])
+            raise InputError(f"'{model}' is not one of this demo's models: {choices}.")
+        return model

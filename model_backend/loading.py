@@ -326,6 +326,31 @@ def estimate_memory(
     return MemoryEstimate(weights, kv_cache, int(ACTIVATIONS))
 
 
+def estimate_weight_bytes(
+    model: str, device: str = "auto", dtype: str = "auto", quantize: str | None = None, **_
+) -> int | None:
+    """About how many bytes `model`'s weights take once loaded with these options, from its
+    config and file sizes without loading it (None: unknown). Takes load_model's options."""
+    size = weight_bytes(model)
+    if size is None:
+        return None
+    config = read_model_config(model)
+    # estimate_memory takes 16-bit checkpoints; some (the tiny one) are stored in float32.
+    stored = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    size = size * 2 // (4 if stored == "float32" else 2)
+    torch_dtype = resolve_dtype(dtype, resolve_device(device))
+    return estimate_memory(config, size, torch_dtype, quantize).weights
+
+
+def device_memory(device: torch.device) -> int:
+    """All the memory of the device the models go on: the RAM, or every GPU's (--device auto
+    spreads a model over all of them)."""
+    if device.type == "cuda":
+        indices = range(torch.cuda.device_count()) if device.index is None else [device.index]
+        return sum(torch.cuda.get_device_properties(i).total_memory for i in indices)
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def embedding_parameters(config: dict) -> int:
     text = config.get("text_config") or config.get("llm_config") or {}
     return text.get("vocab_size", 92553) * text.get("hidden_size", 4096)

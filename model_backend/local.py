@@ -1,137 +1,86 @@
 """In-process backend on transformers' native InternVL (`InternVLForConditionalGeneration`).
 
-Generation runs in a worker thread that feeds a streamer; the consumer reads text increments.
-Stop is real: closing the stream sets an event that a stopping criterion checks after every
-decoding step, and the worker thread is joined before the stream's close returns.
+A LocalBackend holds the models of its menu that fit its memory budget (model_backend.model_pool)
+and the KV caches of the conversations' last answers (model_backend.prefix_cache). It prepares
+each request on the CPU (images -> tiles -> prompt -> token ids) and generates on the device
+one answer at a time (model_backend.generation). Stop is real: closing the stream sets an event
+that a stopping criterion checks after every decoding step, and the worker thread is joined
+before the stream's close returns.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import itertools
-import logging
-import queue
 import threading
 import time
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 from model_backend.base import (
     DEFAULT_MODEL,
-    END,
     Backend,
     BackendInfo,
     Conversation,
     GenerationSettings,
     GenerationStats,
     TextStream,
-    drain,
     raise_if_cancelled,
 )
-from model_backend.errors import GenerationError, InputError, ModelLoadError
-from model_backend.loading import load_model, resolve_device
+from model_backend.convert import gigabytes
+from model_backend.errors import InputError, ModelLoadError
+from model_backend.generation import BACKENDS, GenerationJob, generate_on_gpu
+from model_backend.loading import (
+    device_memory,
+    estimate_weight_bytes,
+    load_model,
+    resolve_device,
+)
 from model_backend.media import content_key, file_key, frame_pixels, image_pixels
+from model_backend.model_pool import Lease, ModelPool, PooledModel, release_memory
+from model_backend.prefix_cache import PrefixCache
 from model_backend.prompt import build_prompt, drop_oldest_visual_turn, image_tile_budgets
 from model_backend.tiny import RANDOM_WEIGHTS_MARKER
-from model_backend.zerogpu import gpu_function, on_zero_gpu
+from model_backend.zerogpu import on_zero_gpu
 
-log = logging.getLogger(__name__)
-
-# Special tokens that are markup the user should see: InternVL's grounding tags.
-VISIBLE_SPECIAL_TOKENS = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
+GiB = 2**30
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
+# Memory budgets
 
 
-def release_memory() -> None:
-    """Return freed memory to the operating system: glibc keeps freed blocks for reuse, so a
-    long conversation would otherwise hold on to its peak after Clear."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+def default_prefix_cache_bytes(device: torch.device) -> int:
+    """The prefix cache's budget when none is given: on the CPU min(4 GiB, 10% of the RAM), on
+    CUDA min(16 GiB, 20% of the first GPU's memory) (the cache lives beside the model).
+
+    Off on ZeroGPU: generation runs there in a forked worker process, so the entries would live
+    in that worker, out of reach of Clear and of this process's budget, and would only be found
+    again when the next answer happens to run in the same worker."""
+    if on_zero_gpu():
+        return 0
+    if device.type == "cuda":
+        first = torch.cuda.get_device_properties(device.index or 0).total_memory
+        return min(16 * GiB, first // 5)
+    return min(4 * GiB, device_memory(device) // 10)
 
 
-# ---------------------------------------------------------------------------------------------
-# Streaming and stopping
-
-
-class StopOnEvent(StoppingCriteria):
-    """Ends generation at the next decoding step once the event is set (the Stop button)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        stop = self.event.is_set()
-        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-
-MAX_HELD_TOKENS = 4
-MIN_REUSED_TOKENS = 16  # below this, reusing a cache saves nothing worth its bookkeeping
-
-
-class TokenStreamer(BaseStreamer):
-    """Turns generated token ids into text increments on a queue, keeping grounding tags.
-
-    transformers' TextIteratorStreamer can only skip all special tokens or none; InternVL's
-    <ref>/<box> tags are special tokens that must survive, while <|im_end|> must not.
+def default_pool_bytes(device: torch.device, prefix_cache: int) -> int:
+    """The models' budget when none is given: 80% of the device's memory (the RAM, or every
+    GPU's) less the prefix cache's budget; the rest is working memory. On ZeroGPU the GPU
+    cannot be measured outside the GPU function: 0, that is one model at a time. (The backend
+    raises it to the default model's size if that is bigger: the default model always loads.)
     """
-
-    def __init__(self, tokenizer, hidden_ids: set[int]):
-        self.tokenizer = tokenizer
-        self.hidden_ids = hidden_ids
-        self.queue: queue.Queue = queue.Queue()
-        self.pending: list[int] = []  # tokens since the last newline
-        self.printed = 0  # characters of decode(pending) already sent
-        self.prompt_seen = False
-        self.held = 0  # increments held back waiting for the rest of a UTF-8 character
-        self.new_tokens = 0
-        self.first_token_at: float | None = None
-
-    def put(self, value) -> None:
-        if not self.prompt_seen:  # generate() first hands over the prompt
-            self.prompt_seen = True
-            return
-        ids = value.reshape(-1).tolist()
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        self.new_tokens += len(ids)
-        self.pending += [i for i in ids if i not in self.hidden_ids]
-        text = self.tokenizer.decode(self.pending, skip_special_tokens=False)
-        # An incomplete UTF-8 character decodes as U+FFFD: wait for its other bytes, but not
-        # forever (a character has at most 4 bytes; garbage bytes would otherwise stall the
-        # stream until the end).
-        if text.endswith("\ufffd") and self.held < MAX_HELD_TOKENS:
-            self.held += 1
-            return
-        self.held = 0
-        self._send(text)
-        if text.endswith("\n"):
-            self.pending, self.printed = [], 0
-
-    def end(self) -> None:
-        if self.pending:
-            self._send(self.tokenizer.decode(self.pending, skip_special_tokens=False))
-
-    def _send(self, text: str) -> None:
-        if len(text) > self.printed:
-            self.queue.put(text[self.printed :])
-            self.printed = len(text)
+    if on_zero_gpu():
+        return 0
+    return max(0, int(device_memory(device) * 0.8) - prefix_cache)
 
 
 # ---------------------------------------------------------------------------------------------
-# The backend
+# Preparing a request
 
 
 @dataclass
@@ -142,84 +91,39 @@ class PreparedInput:
     pixels_key: str = ""  # names the images/frames behind pixel_values (see visual_tiles)
 
 
-# Backends of this process by id: the GPU function receives an id, not the backend itself,
-# because on ZeroGPU its arguments are pickled to a worker (a forked copy of this process).
-_BACKENDS: dict[int, LocalBackend] = {}
+def visual_tiles(
+    conversation: Conversation, max_tiles: int, tile_size: int
+) -> tuple[list[np.ndarray], str]:
+    """Tiles of every image and video frame, in prompt order (cached across turns), and a key
+    that names exactly those pixels (token ids alone do not: every image token is the same id).
+    """
+    budgets = iter(image_tile_budgets(conversation, max_tiles))
+    tiles: list[np.ndarray] = []
+    names: list = []
+    for turn in conversation.turns:
+        for path in turn.images:
+            budget = next(budgets)
+            raise_if_cancelled()  # the request may have left while earlier ones decoded
+            tiles.append(image_pixels(path, budget, tile_size))
+            names.append((content_key(path), budget))
+        if turn.video:
+            raise_if_cancelled()
+            tiles += frame_pixels(turn.video, tile_size)
+            names.append((file_key(turn.video.path), turn.video))
+    return tiles, repr((tile_size, names))
 
 
-def gpu_seconds(
-    backend_id: int,
-    input_ids: torch.Tensor,
-    pixel_values: torch.Tensor | None,
-    pixels_key: str,
-    settings: GenerationSettings,
-    request: int,
-) -> int:
-    """GPU time to reserve on ZeroGPU for one answer: prefill of the image tiles and decoding
-    at a conservative 20 tokens/s, within ZeroGPU's limits."""
-    tiles = 0 if pixel_values is None else pixel_values.shape[0]
-    return int(min(180, max(20, 10 + tiles * 0.5 + settings.max_new_tokens / 20)))
-
-
-@gpu_function(duration=gpu_seconds)
-def generate_on_gpu(
-    backend_id: int,
-    input_ids: torch.Tensor,
-    pixel_values: torch.Tensor | None,
-    pixels_key: str,
-    settings: GenerationSettings,
-    request: int,
-):
-    """Generate on the model's device: yields text increments ("" while busy), then the
-    figures. The one function that needs the GPU, used by every tab and endpoint; it takes
-    plain, picklable data (on ZeroGPU it runs in a worker process)."""
-    backend = _BACKENDS[backend_id]
-    stop = backend._stop_events.get(request) or threading.Event()
-    streamer = TokenStreamer(backend.tokenizer, backend.hidden_ids)
-    cache, reused = backend.prefix_cache(input_ids[0].tolist(), pixels_key)
-    input_ids = input_ids.to(backend.device)
-    kwargs = {
-        "input_ids": input_ids,
-        "attention_mask": torch.ones_like(input_ids),
-        "cache": cache,
-        "return_dict_in_generate": True,
-        "streamer": streamer,
-        "stopping_criteria": StoppingCriteriaList([StopOnEvent(stop)]),
-        **backend.generation_kwargs(settings, input_ids.shape[1]),
-    }
-    # With a reused cache the images are already in it (prefix_cache makes sure). The key is
-    # left out rather than set to None: generate would still try to encode "the images".
-    if pixel_values is not None and cache is None:
-        kwargs["pixel_values"] = pixel_values.to(backend.device, backend.dtype)
-    result: list = []  # [generate's output] or [the exception it raised]
-    worker = threading.Thread(
-        target=backend._generate, args=(kwargs, streamer, result), name="internvl-generate"
-    )
-    started = time.perf_counter()
-    worker.start()
-    try:
-        yield from drain(streamer.queue)
-    finally:
-        stop.set()
-        worker.join()
-    if result and isinstance(result[0], BaseException):
-        raise result[0]
-    backend.keep_cache(result[0], pixels_key)
-    first = streamer.first_token_at
-    yield GenerationStats(
-        new_tokens=streamer.new_tokens,
-        prompt_tokens=input_ids.shape[1],
-        time_to_first_token_s=None if first is None else first - started,
-        total_s=time.perf_counter() - started,
-        reused_tokens=reused,
-    )
+# ---------------------------------------------------------------------------------------------
+# The backend
 
 
 class LocalBackend(Backend):
-    """InternVL on this machine's GPU or CPU, one generation at a time.
+    """InternVL on this machine's GPU or CPU: several models as memory allows, one generation
+    at a time.
 
-    Several checkpoints may be offered (`models`); one is held in memory at a time, and
-    `select_model` swaps it (the old one is freed first).
+    prefix_cache_gb: memory for the KV caches kept for follow-ups (None: see
+    default_prefix_cache_bytes; 0: off). model_pool_gb: memory for the models (None: see
+    default_pool_bytes); the least recently used idle model is unloaded to make room.
     """
 
     def __init__(
@@ -232,6 +136,8 @@ class LocalBackend(Backend):
         quantize: str | None = None,
         max_memory: str | None = None,
         device_map: dict | None = None,
+        prefix_cache_gb: float | None = None,
+        model_pool_gb: float | None = None,
     ):
         # How to load every model of the menu (model_backend.loading.load_model).
         self.placement = {
@@ -242,140 +148,167 @@ class LocalBackend(Backend):
             "max_memory": max_memory,
             "device_map": device_map,
         }
-        self.device = resolve_device(device)
+        target = resolve_device(device)
+        self.default_model = model
         self.models = list(models or [model])
         if model not in self.models:
             self.models.insert(0, model)
-        self._lock = threading.Lock()  # one generation (or model swap) at a time
+        self._generating = threading.Lock()  # one generation at a time on the device
         self._request_ids = itertools.count()
         self._stop_events: dict[int, threading.Event] = {}
-        self._kv = None  # (token ids, KV cache) of the last answer, for follow-ups
-        _BACKENDS[id(self)] = self
-        self.load(model)
+        self._known: dict[str, BackendInfo] = {}  # every model loaded once, for describe
+        cache_bytes = (
+            default_prefix_cache_bytes(target)
+            if prefix_cache_gb is None
+            else int(prefix_cache_gb * GiB)
+        )
+        self.prefix_cache = PrefixCache(cache_bytes)
+        pool_bytes = (
+            default_pool_bytes(target, cache_bytes)
+            if model_pool_gb is None
+            else int(model_pool_gb * GiB)
+        )
+        self.pool = ModelPool(pool_bytes, self._load, self._estimate, self._unloaded)
+        BACKENDS[id(self)] = self
+        if model_pool_gb is None:  # the default budget always holds the default model
+            self.pool.budget = max(pool_bytes, self._estimate(model) or 0)
+        try:
+            first = self.pool.acquire(model)
+        except InputError as error:
+            raise ModelLoadError(f"{error} Raise --model-pool-gb.") from error
+        first.release()
+        if model_pool_gb is None:
+            self.pool.budget = max(self.pool.budget, first.slot.bytes)
+        # Of the default model, for the UI's estimates (kept when it is unloaded).
+        self.tokens_per_tile = first.slot.tokens_per_tile
+        self.tile_size = first.slot.tile_size
 
-    def load(self, model: str) -> None:
-        """Load a checkpoint (after freeing the current one; original-format checkpoints are
-        converted first, once) and describe it."""
-        self.unload()
-        loaded = load_model(model, **self.placement)
-        self.model, self.tokenizer, self.template = loaded.model, loaded.tokenizer, loaded.template
-        self.device = loaded.input_device
-        self.dtype = self.model.model.vision_tower.dtype  # pixels go in at the tower's dtype
-        vision = self.model.config.vision_config
-        self.tile_size = int(vision.image_size[0])
-        self.tokens_per_tile = int(self.model.config.image_seq_length)
-        self.context_length = int(self.model.config.text_config.max_position_embeddings)
-        visible = {self.tokenizer.convert_tokens_to_ids(t) for t in VISIBLE_SPECIAL_TOKENS}
-        added = self.tokenizer.added_tokens_decoder
-        special = set(self.tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
-        self.hidden_ids = special - visible
-        self.stop_ids = self._stop_token_ids()
-        self.info = BackendInfo(
-            model=model,
-            kind="local",
-            device=loaded.description,
-            random_weights=Path(model, RANDOM_WEIGHTS_MARKER).is_file(),
-            context_length=self.context_length,
-            system_prompt=self.template.system_prompt,
+    def _load(self, model: str) -> PooledModel:
+        slot = PooledModel.of(model, load_model(model, **self.placement))
+        self._known[model] = slot.info
+        return slot
+
+    def _estimate(self, model: str) -> int | None:
+        return estimate_weight_bytes(model, **self.placement)
+
+    def _unloaded(self, model: str) -> None:
+        self.prefix_cache.drop(model=model)  # its caches are of no use to any other model
+
+    def _lease(self, model: str) -> Lease:
+        """A hold on `model`, loaded first if needed; InputError if it does not fit or cannot
+        be loaded (the models in memory are not disturbed)."""
+        try:
+            return self.pool.acquire(model)
+        except ModelLoadError as error:
+            loaded = ", ".join(self.pool.loaded())
+            raise InputError(f"{error} Still answering with {loaded}.") from error
+
+    # -- models -------------------------------------------------------------------------------
+
+    @property
+    def info(self) -> BackendInfo:
+        return self.describe()
+
+    def describe(self, model: str | None = None) -> BackendInfo:
+        name = self.default_model if model is None else self.check_model(model)
+        slot = self.pool.get(name)
+        if slot is not None:
+            return slot.info
+        if name in self._known:
+            return self._known[name]
+        return BackendInfo(
+            model=name, kind="local", random_weights=Path(name, RANDOM_WEIGHTS_MARKER).is_file()
         )
 
-    def unload(self) -> None:
-        self._kv = None
-        if getattr(self, "model", None) is None:
-            return
-        self.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    def ensure_model(self, model: str) -> BackendInfo:
+        name = self.check_model(model)
+        self._lease(name).release()
+        return self.describe(name)
 
-    def select_model(self, model: str) -> None:
-        if model not in self.models:
-            raise InputError(
-                f"'{model}' is not one of this demo's models: {', '.join(self.models)}"
-            )
-        previous = self.info.model
-        if model == previous:
-            return
-        with self._lock:  # waits for the running answer
-            try:
-                self.load(model)
-            except ModelLoadError as error:
-                self.load(previous)  # only one model fits: the old one was freed first
-                raise InputError(f"{error} Still answering with {previous}.") from error
+    def unload(self, model: str | None = None) -> None:
+        """Unload `model` (None: every model) and drop its prefix cache entries."""
+        self.pool.unload(model)
 
-    def _stop_token_ids(self) -> list[int]:
-        configured = self.model.generation_config.eos_token_id
-        ids = configured if isinstance(configured, list) else [configured]
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        return sorted({i for i in [*ids, im_end] if i is not None})
+    def close(self) -> None:
+        """Free everything this backend holds; it cannot answer afterwards."""
+        BACKENDS.pop(id(self), None)
+        self.pool.unload()
+        self.prefix_cache.drop()
+        release_memory()
+
+    def clear_cache(self, chat: str | None = None) -> None:
+        """Drop the chat's kept KV cache (None: every chat's) and give the memory back."""
+        if self.prefix_cache.drop(chat=chat):  # releasing costs a full garbage collection
+            release_memory()
+
+    # The default model's, for tests and tools that look inside.
+    def _default(self) -> PooledModel:
+        slot = self.pool.get(self.default_model)
+        if slot is None:
+            raise AttributeError(f"{self.default_model} is not loaded")
+        return slot
+
+    model = property(lambda self: self._default().model)
+    tokenizer = property(lambda self: self._default().tokenizer)
+    hidden_ids = property(lambda self: self._default().hidden_ids)
+    context_length = property(lambda self: self._default().context_length)
+    device = property(lambda self: self._default().device)
+    dtype = property(lambda self: self._default().dtype)
 
     # -- inputs ---------------------------------------------------------------------------------
 
-    def visual_tiles(
-        self, conversation: Conversation, max_tiles: int
-    ) -> tuple[list[np.ndarray], str]:
-        """Tiles of every image and video frame, in prompt order (cached across turns), and a
-        key that names exactly those pixels (token ids alone do not: every image token is the
-        same id)."""
-        budgets = iter(image_tile_budgets(conversation, max_tiles))
-        tiles: list[np.ndarray] = []
-        names: list = []
-        for turn in conversation.turns:
-            for path in turn.images:
-                budget = next(budgets)
-                raise_if_cancelled()  # the request may have left while earlier ones decoded
-                tiles.append(image_pixels(path, budget, self.tile_size))
-                names.append((content_key(path), budget))
-            if turn.video:
-                raise_if_cancelled()
-                tiles += frame_pixels(turn.video, self.tile_size)
-                names.append((file_key(turn.video.path), turn.video))
-        return tiles, repr(names)
-
-    def prepare(self, conversation: Conversation, settings: GenerationSettings) -> PreparedInput:
-        """Images -> tiles -> prompt -> token ids (on the CPU). Raises InputError for unusable
-        input. A conversation too long for the model loses its oldest image/video turns first.
-        """
+    def prepare(
+        self, conversation: Conversation, settings: GenerationSettings, model: str | None = None
+    ) -> PreparedInput:
+        """Images -> tiles -> prompt -> token ids (on the CPU) for `model` (None: the default).
+        Raises InputError for unusable input. A conversation too long for the model loses its
+        oldest image/video turns first."""
         conversation.check()
         settings.check()
+        with self._lease(self.check_model(model)) as slot:
+            return self._prepare(slot, conversation, settings)
+
+    def _prepare(
+        self, slot: PooledModel, conversation: Conversation, settings: GenerationSettings
+    ) -> PreparedInput:
         dropped = 0
         while True:
-            tiles, pixels_key = self.visual_tiles(conversation, settings.max_tiles)
+            tiles, pixels_key = visual_tiles(conversation, settings.max_tiles, slot.tile_size)
             prompt = build_prompt(
-                conversation, [len(t) for t in tiles], self.tokens_per_tile, self.template
+                conversation, [len(t) for t in tiles], slot.tokens_per_tile, slot.template
             )
             raise_if_cancelled()
-            input_ids = self.tokenizer(prompt, return_tensors="pt").input_ids
-            if input_ids.shape[1] + settings.max_new_tokens <= self.context_length:
+            input_ids = slot.tokenizer(prompt, return_tensors="pt").input_ids
+            if input_ids.shape[1] + settings.max_new_tokens <= slot.context_length:
                 break
             shorter = drop_oldest_visual_turn(conversation)
             if shorter is None:
                 break
             conversation, dropped = shorter, dropped + 1
         prompt_tokens = input_ids.shape[1]
-        if prompt_tokens >= self.context_length:
-            image_tokens = sum(len(t) for t in tiles) * self.tokens_per_tile
+        if prompt_tokens >= slot.context_length:
+            image_tokens = sum(len(t) for t in tiles) * slot.tokens_per_tile
             raise InputError(
                 f"This question needs {prompt_tokens} tokens ({image_tokens} of them for images "
-                f"and frames) but the model takes at most {self.context_length}. Lower 'Max "
+                f"and frames) but the model takes at most {slot.context_length}. Lower 'Max "
                 f"tiles' or the number of frames, send fewer images, or start a new conversation."
             )
         notices = []
         if dropped:
             notices.append(
-                f"The conversation is longer than the model's context ({self.context_length} "
+                f"The conversation is longer than the model's context ({slot.context_length} "
                 f"tokens): its {dropped} oldest question(s) with images or video were left out "
                 f"of this answer."
             )
         pixel_values = torch.from_numpy(np.concatenate(tiles)) if tiles else None
         return PreparedInput(input_ids, pixel_values, notices, pixels_key)
 
-    def generation_kwargs(self, settings: GenerationSettings, prompt_tokens: int) -> dict:
+    def generation_kwargs(self, settings: GenerationSettings, room: int) -> dict:
+        """generate's sampling arguments for `settings`, with `room` tokens left in the model's
+        context for the answer."""
         kwargs = {
-            "max_new_tokens": min(settings.max_new_tokens, self.context_length - prompt_tokens),
+            "max_new_tokens": min(settings.max_new_tokens, room),
             "repetition_penalty": settings.repetition_penalty,
-            "eos_token_id": self.stop_ids,
-            "pad_token_id": self.tokenizer.pad_token_id,
         }
         if settings.temperature > 0:
             kwargs.update(
@@ -390,113 +323,102 @@ class LocalBackend(Backend):
 
     # -- generation -----------------------------------------------------------------------------
 
-    def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
-        inputs = self.prepare(conversation, settings)
-        request = next(self._request_ids)
-        # Registered for the GPU function only once the answer is read: a stream closed before
-        # then (a request cancelled while it waited) leaves nothing behind.
-        stop = threading.Event()
-        stop_requested = threading.Event()  # `stop` is also set at the natural end
-
-        def cancel() -> None:
-            stop_requested.set()
-            stop.set()
-
-        text_stream = TextStream(pieces=iter(()), cancel=cancel, notices=inputs.notices)
-
-        def pieces():
-            started = time.perf_counter()
-            seen = 0
-            self._stop_events[request] = stop
-            with self._lock:
-                generation = generate_on_gpu(
-                    id(self),
-                    inputs.input_ids,
-                    inputs.pixel_values,
-                    inputs.pixels_key,
-                    settings,
-                    request,
-                )
-                try:
-                    for item in generation:
-                        if stop_requested.is_set() and on_zero_gpu():
-                            break  # the worker process cannot see the event; closing stops it
-                        if isinstance(item, GenerationStats):
-                            text_stream.stats = replace(item, stopped=stop_requested.is_set())
-                        else:
-                            seen += bool(item)
-                            yield item
-                finally:
-                    generation.close()  # stops and joins the worker if the consumer left early
-                    self._stop_events.pop(request, None)
-                    if text_stream.stats is None:  # closed before the end
-                        text_stream.stats = GenerationStats(
-                            new_tokens=seen,
-                            prompt_tokens=inputs.input_ids.shape[1],
-                            time_to_first_token_s=None,
-                            total_s=time.perf_counter() - started,
-                            stopped=True,
-                        )
-
-        text_stream.pieces = pieces()
-        return text_stream
-
-    # -- reusing the previous answer's KV cache ------------------------------------------------
-
-    def prefix_cache(self, ids: list[int], pixels_key: str):
-        """(cache, reused tokens) for a prompt that starts like the last one, else (None, 0).
-
-        A follow-up question repeats the whole conversation, images included: the KV cache of
-        the previous answer already holds it. The cache is cut to the common prefix; it is only
-        used when that prefix covers every image token (generate feeds the images only at the
-        start), and it is taken, not copied (generation extends it in place).
-        """
-        kept, self._kv = self._kv, None
-        if kept is None:
-            return None, 0
-        cached_ids, cached_pixels, cache = kept
-        if cached_pixels != pixels_key:  # other images (or sampled differently): start afresh
-            return None, 0
-        common = 0
-        for a, b in zip(cached_ids, ids, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)  # at least one token must go through the model
-        image_id = self.model.config.image_token_id
-        last_image = max((i for i, t in enumerate(ids) if t == image_id), default=-1)
-        if common <= last_image or common < MIN_REUSED_TOKENS:
-            return None, 0
-        cache.crop(common - cache.get_seq_length())
-        return cache, common
-
-    def keep_cache(self, output, pixels_key: str) -> None:
-        """Remember the finished answer's cache, the tokens it holds and their images."""
-        cache = getattr(output, "cache", None)
-        if cache is None:
-            return
-        held = cache.get_seq_length()
-        self._kv = (output.sequences[0][:held].tolist(), pixels_key, cache)
-
-    def clear_cache(self) -> None:
-        """Drop the kept KV cache and give the freed memory back to the system."""
-        self._kv = None
-        release_memory()
-
-    def _generate(self, kwargs: dict, streamer: TokenStreamer, result: list) -> None:
+    def stream(
+        self,
+        conversation: Conversation,
+        settings: GenerationSettings,
+        *,
+        model: str | None = None,
+        chat: str | None = None,
+    ) -> TextStream:
+        conversation.check()
+        settings.check()
+        name = self.check_model(model)
+        lease = self._lease(name)  # the model stays loaded until the answer ends
         try:
-            with torch.inference_mode():
-                result.append(self.model.generate(**kwargs))
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            result.append(
-                GenerationError(
-                    "The GPU ran out of memory for this request. Lower 'Max tiles' (or the number "
-                    "of images or frames), or start a new conversation, and try again."
+            inputs = self._prepare(lease.slot, conversation, settings)
+        except BaseException:
+            lease.release()
+            raise
+        job = GenerationJob(
+            inputs.input_ids,
+            inputs.pixel_values,
+            inputs.pixels_key,
+            settings,
+            next(self._request_ids),
+            name,
+            chat,
+        )
+        request = LocalRequest(self, job, lease)
+        stream = TextStream.of(request.pieces, request.cancel, inputs.notices)
+        weakref.finalize(stream, lease.release)  # a stream dropped unread frees its model too
+        return stream
+
+    def pool_summary(self) -> str:
+        """One line on memory use, for logs and benchmarks."""
+        return (
+            f"models {gigabytes(self.pool.used)} of {gigabytes(self.pool.budget)} "
+            f"({', '.join(self.pool.loaded())}); prefix cache "
+            f"{gigabytes(self.prefix_cache.bytes)} of {gigabytes(self.prefix_cache.budget)}"
+        )
+
+
+class LocalRequest:
+    """One answer, from the moment it is queued until its stream ends: it holds its model's
+    lease (released at the end, or at once if it is cancelled before it starts)."""
+
+    def __init__(self, backend: LocalBackend, job: GenerationJob, lease: Lease):
+        self.backend, self.job, self.lease = backend, job, lease
+        self.stop = threading.Event()  # checked between decoding steps; also set at the end
+        self.stop_requested = threading.Event()  # Stop, or the consumer left
+        self.running = False
+        self._state = threading.Lock()
+
+    def cancel(self) -> None:
+        self.stop_requested.set()
+        self.stop.set()
+        with self._state:
+            if not self.running:  # never started: nothing else will release the model
+                self.lease.release()
+
+    def pieces(self, finish):
+        """The answer's text increments; `finish(stats)` when it ends, however it ends."""
+        with self._state:
+            self.running = not self.stop_requested.is_set()
+        started = time.perf_counter()
+        self.seen, self.stats = 0, None
+        try:
+            if self.running:
+                yield from self._generate()
+        finally:
+            self.backend._stop_events.pop(self.job.request, None)
+            self.lease.release()
+            finish(
+                self.stats
+                or GenerationStats(  # closed before the end
+                    new_tokens=self.seen,
+                    prompt_tokens=self.job.input_ids.shape[1],
+                    time_to_first_token_s=None,
+                    total_s=time.perf_counter() - started,
+                    stopped=True,
                 )
             )
-        except BaseException as error:  # handed to the consumer thread, which re-raises it
-            log.exception("generation failed")
-            result.append(error)
-        finally:
-            streamer.queue.put(END)
+
+    def _generate(self):
+        backend = self.backend
+        # Registered for the GPU function only once the answer is read: a stream closed before
+        # then (a request cancelled while it waited) leaves nothing behind.
+        backend._stop_events[self.job.request] = self.stop
+        with backend._generating:
+            generation = generate_on_gpu(id(backend), self.job)
+            try:
+                for step in generation:
+                    if self.stop_requested.is_set() and on_zero_gpu():
+                        break  # the worker process cannot see the event; closing stops it
+                    if step.stats is not None:
+                        self.stats = replace(step.stats, stopped=self.stop_requested.is_set())
+                    else:
+                        self.seen += bool(step.text)
+                        yield step.text
+            finally:
+                generation.close()  # stops and joins the worker if the consumer left early

@@ -156,7 +156,8 @@ def engine_options(conversation: Conversation, settings: GenerationSettings, eng
 
 
 class OpenAIBackend(Backend):
-    """Streams answers from an OpenAI-compatible server; many at once (the engine batches)."""
+    """Streams answers from an OpenAI-compatible server; many at once (the engine batches).
+    Every model the engine serves can be asked for, request by request."""
 
     def __init__(
         self,
@@ -185,7 +186,7 @@ class OpenAIBackend(Backend):
             self.models = [served_model]
         if served_model and served_model not in self.models:
             self.models.insert(0, served_model)
-        self.select_model(served_model or self.models[0])
+        self.info = self.describe_served(served_model or self.models[0])
 
     def served_models(self) -> list[str]:
         """What the engine serves (`/v1/models`)."""
@@ -195,17 +196,24 @@ class OpenAIBackend(Backend):
             # At start-up there is no conversation yet to keep.
             raise self.explain(error, conversation=False) from error
 
-    def select_model(self, model: str) -> None:
+    def check_model(self, model: str | None) -> str:
+        if model is None:
+            return self.info.model
         if model not in self.models:
             raise InputError(f"The engine does not serve '{model}': {', '.join(self.models)}.")
-        self.model = model
-        self.info = BackendInfo(
-            model=model, kind="openai", device=f"{self.engine} at {self.endpoint}"
-        )
+        return model
 
-    def explain(self, error: Exception, conversation: bool = True) -> GenerationError:
+    def describe(self, model: str | None = None) -> BackendInfo:
+        return self.describe_served(self.check_model(model))
+
+    def describe_served(self, model: str) -> BackendInfo:
+        return BackendInfo(model=model, kind="openai", device=f"{self.engine} at {self.endpoint}")
+
+    def explain(
+        self, error: Exception, conversation: bool = True, model: str | None = None
+    ) -> GenerationError:
         """A message a user can act on, for everything the client can raise (`conversation`:
-        whether a conversation is waiting for the answer)."""
+        whether a conversation is waiting for the answer; `model`: the model it asked for)."""
         if isinstance(error, openai.APITimeoutError):
             return GenerationError(f"The engine at {self.endpoint} did not answer in time.")
         if isinstance(error, openai.APIConnectionError):
@@ -216,8 +224,9 @@ class OpenAIBackend(Backend):
             )
         if isinstance(error, openai.NotFoundError):
             return GenerationError(
-                f"The engine at {self.endpoint} does not serve the model '{self.model}' "
-                f"(pick another in the model list, or restart the demo with --served-model)."
+                f"The engine at {self.endpoint} does not serve the model "
+                f"'{model or self.info.model}' (pick another in the model list, or restart the "
+                f"demo with --served-model)."
             )
         if isinstance(error, openai.APIStatusError):
             detail = error.message or str(error)
@@ -226,86 +235,104 @@ class OpenAIBackend(Backend):
             )
         return GenerationError(f"The engine failed: {error}")
 
-    def stream(self, conversation: Conversation, settings: GenerationSettings) -> TextStream:
+    def stream(
+        self,
+        conversation: Conversation,
+        settings: GenerationSettings,
+        *,
+        model: str | None = None,
+        chat: str | None = None,  # the engine keeps its own prefix cache
+    ) -> TextStream:
         conversation.check()
         settings.check()
+        name = self.check_model(model)
         messages = openai_messages(conversation, settings, self.engine)
-        request = {
-            "model": self.model,
-            "messages": messages,
-            "stream": True,
-            "max_tokens": settings.max_new_tokens,
-            "temperature": settings.temperature,
-            "top_p": settings.top_p,
-            "extra_body": engine_options(conversation, settings, self.engine),
-        }
-        pieces: queue.Queue = queue.Queue()
-        stop_requested = threading.Event()  # the user pressed Stop
-        closing = threading.Event()  # the HTTP stream is being closed (Stop, or the consumer left)
-        failure: list[Exception] = []
-        counts = {"chunks": 0, "first": None}
-        started = time.perf_counter()
-        opened = threading.Event()  # the engine has answered (its response headers arrived)
-        response: list = []
+        request = RemoteRequest(
+            self,
+            {
+                "model": name,
+                "messages": messages,
+                "stream": True,
+                "max_tokens": settings.max_new_tokens,
+                "temperature": settings.temperature,
+                "top_p": settings.top_p,
+                "extra_body": engine_options(conversation, settings, self.engine),
+            },
+        )
+        return TextStream.of(request.pieces, request.cancel)
 
-        def close_http() -> None:
-            closing.set()
-            if response:
-                response[0].close()  # the engine sees the client go and stops generating
 
-        def read() -> None:
-            """Worker: open the stream and pass its text on until it ends or is closed."""
-            try:
-                stream = self.client.chat.completions.create(**request)
-                response.append(stream)
-                opened.set()
-                if closing.is_set():  # stopped while the engine had not answered yet
-                    stream.close()
-                for chunk in stream:
-                    text = chunk.choices[0].delta.content if chunk.choices else None
-                    if text:
-                        counts["chunks"] += 1
-                        counts["first"] = counts["first"] or time.perf_counter()
-                        pieces.put(text)
-            except Exception as error:
-                if not closing.is_set():  # reading a stream we closed fails: that is no error
-                    failure.append(error)
-            finally:
-                pieces.put(END)
+class RemoteRequest:
+    """One streaming chat-completions request: a worker thread reads the HTTP stream into a
+    queue; the consumer reads the queue. Closing the HTTP stream is how the engine learns that
+    the client left, and so stops generating."""
 
-        worker = threading.Thread(target=read, name="internvl-remote", daemon=True)
+    def __init__(self, backend: OpenAIBackend, body: dict):
+        self.backend, self.body = backend, body
+        self.queue: queue.Queue = queue.Queue()
+        self.stop_requested = threading.Event()  # the user pressed Stop
+        self.closing = threading.Event()  # the HTTP stream is being closed (Stop, or left)
+        self.opened = threading.Event()  # the engine has answered (its headers arrived)
+        self.response = None
+        self.failure: Exception | None = None
+        self.chunks = 0
+        self.first_at: float | None = None
+        self.started = time.perf_counter()
+        self.worker = threading.Thread(target=self.read, name="internvl-remote", daemon=True)
 
-        def cancel() -> None:
-            stop_requested.set()
-            close_http()
+    def cancel(self) -> None:
+        self.stop_requested.set()
+        self.close_http()
 
-        text_stream = TextStream(pieces=iter(()), cancel=cancel)
+    def close_http(self) -> None:
+        self.closing.set()
+        if self.response is not None:
+            self.response.close()  # the engine sees the client go and stops generating
 
-        def generate():
-            worker.start()
-            try:
-                for piece in drain(pieces):
-                    if closing.is_set() and not opened.is_set():
-                        break  # stopped before the engine answered: no need to wait for it
-                    yield piece
-            finally:
-                close_http()
-                # Once the engine has answered, closing the stream ends the reader at once. Before
-                # that, a blocked request cannot be interrupted from here: the reader closes it
-                # itself the moment the engine answers, and Stop does not wait for that.
-                if opened.is_set():
-                    worker.join()
-                first = counts["first"]
-                # Engines stream about one token per chunk; the count is of chunks.
-                text_stream.stats = GenerationStats(
-                    new_tokens=counts["chunks"],
+    def read(self) -> None:
+        """Worker: open the stream and pass its text on until it ends or is closed."""
+        try:
+            self.response = self.backend.client.chat.completions.create(**self.body)
+            self.opened.set()
+            if self.closing.is_set():  # stopped while the engine had not answered yet
+                self.response.close()
+            for chunk in self.response:
+                text = chunk.choices[0].delta.content if chunk.choices else None
+                if text:
+                    self.chunks += 1
+                    self.first_at = self.first_at or time.perf_counter()
+                    self.queue.put(text)
+        except Exception as error:
+            if not self.closing.is_set():  # reading a stream we closed fails: that is no error
+                self.failure = error
+        finally:
+            self.queue.put(END)
+
+    def pieces(self, finish):
+        """The answer's text increments; `finish(stats)` when it ends, however it ends."""
+        self.worker.start()
+        try:
+            for piece in drain(self.queue):
+                if self.closing.is_set() and not self.opened.is_set():
+                    break  # stopped before the engine answered: no need to wait for it
+                yield piece
+        finally:
+            self.close_http()
+            # Once the engine has answered, closing the stream ends the reader at once. Before
+            # that, a blocked request cannot be interrupted from here: the reader closes it
+            # itself the moment the engine answers, and Stop does not wait for that.
+            if self.opened.is_set():
+                self.worker.join()
+            first = self.first_at
+            # Engines stream about one token per chunk; the count is of chunks.
+            finish(
+                GenerationStats(
+                    new_tokens=self.chunks,
                     prompt_tokens=0,
-                    time_to_first_token_s=None if first is None else first - started,
-                    total_s=time.perf_counter() - started,
-                    stopped=stop_requested.is_set(),
+                    time_to_first_token_s=None if first is None else first - self.started,
+                    total_s=time.perf_counter() - self.started,
+                    stopped=self.stop_requested.is_set(),
                 )
-            if failure:
-                raise self.explain(failure[0])
-
-        text_stream.pieces = generate()
-        return text_stream
+            )
+        if self.failure is not None:
+            raise self.backend.explain(self.failure, model=self.body["model"])

@@ -201,7 +201,7 @@ class GenerationStats:
     time_to_first_token_s: float | None
     total_s: float
     stopped: bool = False
-    reused_tokens: int = 0  # prompt tokens whose KV cache came from the previous answer
+    reused_tokens: int = 0  # prompt tokens whose KV cache was kept from an earlier answer
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -213,6 +213,8 @@ class GenerationStats:
 
     def summary(self) -> str:
         parts = [f"{self.new_tokens} tokens"]
+        if self.reused_tokens > 0:
+            parts.append(f"{self.reused_tokens:,} prompt tokens reused")
         if self.time_to_first_token_s is not None:
             parts.append(f"{self.time_to_first_token_s:.2f} s to first token")
         if self.tokens_per_s is not None:
@@ -231,6 +233,8 @@ class TextStream:
     prefill. `close()` (also called when iteration is abandoned by a
     `with` block or by the consumer's generator being closed) cancels the generation and waits
     for its worker to end. `stats` is set once the stream is exhausted or closed.
+
+    Backends build one with `TextStream.of(produce, cancel)`.
     """
 
     pieces: Iterator[str]
@@ -239,6 +243,23 @@ class TextStream:
     started: float = field(default_factory=time.perf_counter)
     # Things the user should know about this answer, e.g. that old turns were left out.
     notices: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls,
+        produce: Callable[[Callable[[GenerationStats], None]], Iterator[str]],
+        cancel: Callable[[], None],
+        notices: list[str] | tuple[str, ...] = (),
+    ) -> TextStream:
+        """The stream of `produce(finish)`: a generator of text increments that calls
+        `finish(stats)` with the figures when it ends, however it ends (exhausted, stopped,
+        closed: from a `finally`). `cancel` stops it from any thread (the Stop button)."""
+        stream = cls(pieces=iter(()), cancel=cancel, notices=list(notices))
+        stream.pieces = produce(stream._finish)
+        return stream
+
+    def _finish(self, stats: GenerationStats) -> None:
+        self.stats = stats
 
     def __iter__(self) -> Iterator[str]:
         return self

@@ -51,10 +51,11 @@ def fresh_backend_caches(request):
     """A test that used the session backend leaves nothing kept for the next one (its
     conversations' prefix caches). Tests that do not use it neither create nor clear it."""
     yield
-    if "backend" in request.fixturenames:  # then it exists already: nothing is created here
-        used = request.getfixturevalue("backend")
-        if used in CREATED_BACKENDS:  # not a module's own backend of that name
-            used.clear_cache()
+    # The value the test got (getfixturevalue would fail for a module's own function-scoped
+    # `backend`, already torn down by now).
+    used = (request.node.funcargs or {}).get("backend")
+    if used is not None and used in CREATED_BACKENDS:  # not a module's own backend of that name
+        used.clear_cache()
 
 
 class StreamCall(NamedTuple):

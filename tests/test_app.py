@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import asdict
 
 import httpx
 import pytest
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
+from model_backend.base import GenerationSettings
 from tests.conftest import EXAMPLES, generate_threads, wait_until
 
 CAT = str(EXAMPLES / "cat.jpg")
@@ -25,6 +27,7 @@ COMMON_PARAMETERS = [
     "top_k",
     "repetition_penalty",
     "max_tiles",
+    "model",  # added last: clients passing arguments by position keep working
 ]
 
 
@@ -40,6 +43,11 @@ def test_only_the_documented_endpoints_are_public(client):
     video = ["video", "question", "num_frames", "start", "end", "tiles_per_frame"]
     assert names("/video_chat") == [*video, *COMMON_PARAMETERS]
     assert names("/grounding") == ["image", "query", "mode", *COMMON_PARAMETERS]
+    # The settings' defaults are GenerationSettings' (one source for the UI and the API).
+    parameters = endpoints["/image_chat"]["parameters"]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in parameters}
+    for name, value in asdict(GenerationSettings()).items():
+        assert defaults[name] == value, name
 
 
 def test_image_chat_streams_the_answer_so_far(client):
@@ -53,15 +61,7 @@ def test_image_chat_streams_the_answer_so_far(client):
     assert job.result() == partials[-1]
 
 
-def test_history_and_settings_reach_the_backend(client, backend, monkeypatch):
-    seen = []
-    real_stream = backend.stream
-
-    def spy(conversation, settings):
-        seen.append((conversation, settings))
-        return real_stream(conversation, settings)
-
-    monkeypatch.setattr(backend, "stream", spy)
+def test_history_and_settings_reach_the_backend(client, stream_spy):
     history = [
         {"role": "user", "content": "Describe it."},
         {"role": "assistant", "content": "A cat on a rug."},
@@ -75,7 +75,8 @@ def test_history_and_settings_reach_the_backend(client, backend, monkeypatch):
         temperature=0,
         api_name="/image_chat",
     )
-    conversation, settings = seen[-1]
+    conversation, settings, request = stream_spy[-1]
+    assert request == {"model": None, "chat": None}  # the default model; no conversation id
     assert conversation.system_prompt == "Be brief."
     assert [t.role for t in conversation.turns] == ["user", "assistant", "user"]
     assert conversation.turns[0].text == "Describe it."
@@ -129,9 +130,9 @@ def test_malformed_history_is_refused(client):
 def test_a_path_on_the_server_is_not_readable_through_the_api(app_url, backend, monkeypatch):
     """A raw request naming a server file (gradio_client would upload its own copy first)."""
     calls = []
-    monkeypatch.setattr(backend, "stream", lambda *args: calls.append(args))
+    monkeypatch.setattr(backend, "stream", lambda *args, **request: calls.append(args))
     server_file = {"path": str(EXAMPLES / "cat.jpg"), "meta": {"_type": "gradio.FileData"}}
-    data = [server_file, "What is this?", None, "", False, "Default", 8, 0.2, 0.7, 0, 1.1, 12]
+    data = [server_file, "What is this?", None, "", False, "Default", 8, 0.2, 0.7, 0, 1.1, 12, ""]
     posted = httpx.post(f"{app_url}gradio_api/call/image_chat", json={"data": data})
     # Refused as it is queued (the queue's validator reads the inputs), or else when it runs.
     if posted.status_code == 200:

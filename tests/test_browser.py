@@ -111,14 +111,7 @@ def text_grows(locator) -> bool:
     return wait_until(lambda: len(locator.inner_text()) > first, timeout=20)
 
 
-def test_image_chat_journey(page, slow_backend, monkeypatch):
-    seen = []
-    real_stream = slow_backend.stream
-    monkeypatch.setattr(
-        slow_backend,
-        "stream",
-        lambda conv, settings: seen.append(conv) or real_stream(conv, settings),
-    )
+def test_image_chat_journey(page, slow_backend, stream_spy):
     question = page.locator("#image-chat-input textarea")
     stop = page.locator("#image-chat-stop")
 
@@ -149,7 +142,11 @@ def test_image_chat_journey(page, slow_backend, monkeypatch):
     expect(bot_messages(page)).to_have_count(1)
     expect(bot_messages(page).first).to_contain_text("tokens/s")
     expect(bot_messages(page).first).not_to_contain_text("stopped")
-    assert len(seen) == 2 and seen[1].turns == seen[0].turns
+    first, again = stream_spy
+    assert again.conversation.turns == first.conversation.turns
+    # The page's model (the default), and the conversation's id: this page's Image chat tab.
+    assert first.kwargs["model"] == slow_backend.info.model
+    assert first.kwargs["chat"].endswith("/image-chat")
 
     # Follow-up about the same image: the image is sent once, with the earlier turns.
     question.fill("What colour is it?")
@@ -158,7 +155,8 @@ def test_image_chat_journey(page, slow_backend, monkeypatch):
     expect(user_images(page)).to_have_count(1)
     expect(bot_messages(page)).to_have_count(2)
     expect(bot_messages(page).nth(1)).to_contain_text("tokens/s")
-    follow_up = seen[-1]
+    follow_up = stream_spy[-1].conversation
+    assert stream_spy[-1].kwargs["chat"] == first.kwargs["chat"]
     assert [t.role for t in follow_up.turns] == ["user", "assistant", "user"]
     assert len(follow_up.turns[0].images) == 1 and not follow_up.turns[2].images
     ARTIFACTS.mkdir(exist_ok=True)

@@ -18,7 +18,7 @@ from gradio_client.exceptions import AuthenticationError
 import app
 import model_backend.local as local
 from model_backend.base import Conversation, GenerationSettings, Turn
-from model_backend.local import gpu_seconds
+from model_backend.generation import GenerationJob, gpu_seconds
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from tests.conftest import EXAMPLES, REPO, launched, wait_until
 
@@ -80,11 +80,13 @@ def test_every_endpoint_generates_through_the_gpu_function(client, monkeypatch):
 def test_gpu_time_grows_with_tiles_and_tokens():
     import torch
 
-    ids = torch.zeros(1, 10)
-    quick, long = GenerationSettings(max_new_tokens=64), GenerationSettings(max_new_tokens=4096)
-    small = gpu_seconds(0, ids, None, "", quick, 0)
-    assert 20 <= small < gpu_seconds(0, ids, torch.zeros(64, 3, 4, 4), "", quick, 0)
-    assert small < gpu_seconds(0, ids, None, "", long, 0) <= 180
+    def job(pixels=None, max_new_tokens=64):
+        settings = GenerationSettings(max_new_tokens=max_new_tokens)
+        return GenerationJob(torch.zeros(1, 10), pixels, "", settings, 0, "model")
+
+    small = gpu_seconds(0, job())
+    assert 20 <= small < gpu_seconds(0, job(pixels=torch.zeros(64, 3, 4, 4)))
+    assert small < gpu_seconds(0, job(max_new_tokens=4096)) <= 180
 
 
 def test_flags_and_environment(monkeypatch):

@@ -141,9 +141,7 @@ def test_switching_models_gives_the_tabs_the_new_models_system_prompt():
     assert prompts_after_switch(
         [DEFAULT_SYSTEM_PROMPT, "Be brief."], DEFAULT_SYSTEM_PROMPT, INTERNVL2_SYSTEM_PROMPT
     ) == [INTERNVL2_SYSTEM_PROMPT, "Be brief."]
-    backend = ScriptedBackend("An answer.")
-    backend.models = ["scripted", "another"]
-    demo = build_demo(backend)
+    demo = build_demo(ScriptedBackend("An answer.", models=["scripted", "another"]))
     boxes = {box._id for box in system_prompt_boxes(demo)}
     assert len(boxes) == 4  # one per tab
     switch = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "switch"]
@@ -160,3 +158,31 @@ def test_a_video_turn_with_numbers_that_are_not_finite_is_refused_by_name():
     with pytest.raises(InputError, match="end must be a finite number"):
         video_dict("clip.mp4", 8, 0.0, float("nan"), 1)
     assert video_dict("clip.mp4", 8.0, None, 2, 1)["end"] == 2.0
+
+
+def test_a_new_video_turn_is_checked_by_the_clips_own_rules():
+    """The panel's one early check (model_backend.media.check_turn) refuses what VideoClip
+    refuses, in its words; the video tab only converts its boxes."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from interface.video_chat import build_video_chat_tab
+    from model_backend.base import GenerationSettings
+    from tests.scripted_backend import ScriptedBackend
+
+    with gr.Blocks() as demo:
+        build_video_chat_tab(ScriptedBackend("ok"), GenerationSettings(), "", 1)
+    (add_turn,) = [fn.fn for fn in demo.fns.values() if fn.name == "add_turn"]
+    request = SimpleNamespace(session_hash="session")
+    message = {"text": "What happens?", "files": []}
+    with pytest.raises(gr.Error, match=r"The start \(1.5 s\) must come before the end \(0.5 s\)"):
+        add_turn(request, message, [], False, "Default", "clip.mp4", 8, 1.5, 0.5, 1)
+    with pytest.raises(gr.Error, match=r"num_frames \(frames\) must be between 1 and 64"):
+        add_turn(request, message, [], False, "Default", "clip.mp4", 65, None, None, 1)
+
+
+def test_streaming_does_not_depend_on_gradio():
+    from tests.test_structure import imported_after
+
+    assert "gradio" not in imported_after("import interface.streaming")

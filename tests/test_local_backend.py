@@ -11,8 +11,9 @@ import torch
 
 from model_backend.base import END, Conversation, GenerationSettings, Turn
 from model_backend.errors import GenerationError, InputError, ModelLoadError
-from model_backend.local import LocalBackend, TokenStreamer
+from model_backend.local import LocalBackend
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
+from model_backend.streamer import TokenStreamer
 from tests.conftest import EXAMPLES, REPO, generate_threads, wait_until
 
 CAT = str(EXAMPLES / "cat.jpg")
@@ -174,7 +175,7 @@ def test_bad_input_is_refused_with_a_message(backend, tmp_path):
 
 
 def test_too_long_for_the_context_says_the_numbers(backend, monkeypatch):
-    monkeypatch.setattr(backend, "context_length", 100)
+    monkeypatch.setattr(backend.pool.get(backend.info.model), "context_length", 100)
     with pytest.raises(
         InputError, match=r"needs \d+ tokens \(112 of them for images and frames\).*at most 100"
     ):
@@ -225,27 +226,28 @@ def test_app_exits_2_with_one_paragraph_when_the_model_cannot_be_fetched(tmp_pat
     assert len(message.split("\n\n")) == 1  # one paragraph
 
 
-def test_switching_models_frees_the_old_one_and_survives_a_bad_choice(tiny_checkpoint, tmp_path):
+def test_each_request_names_its_model_and_a_bad_choice_disturbs_nothing(tiny_checkpoint, tmp_path):
     from model_backend.tiny import write_tiny_checkpoint
 
-    other = write_tiny_checkpoint(tmp_path / "other", seed=1)
+    other = str(write_tiny_checkpoint(tmp_path / "other", seed=1))
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "internvl"}))
-    backend = LocalBackend(
-        str(tiny_checkpoint), device="cpu", models=[str(tiny_checkpoint), str(other), str(broken)]
-    )
+    default = str(tiny_checkpoint)
+    backend = LocalBackend(default, device="cpu", models=[default, other, str(broken)])
     settings = GenerationSettings(max_new_tokens=8, temperature=0)
     first = "".join(backend.stream(ask(), settings))
-    backend.select_model(str(other))
-    assert backend.info.model == str(other)
-    assert "".join(backend.stream(ask(), settings)) != first  # other weights, other answer
+    info = backend.ensure_model(other)
+    assert info.model == other and info.system_prompt == DEFAULT_SYSTEM_PROMPT
+    assert backend.info.model == default  # what new sessions start with
+    assert "".join(backend.stream(ask(), settings, model=other)) != first  # other weights
     with pytest.raises(InputError, match=r"could not be loaded.*Still answering with"):
-        backend.select_model(str(broken))
-    assert backend.info.model == str(other)
-    assert "".join(backend.stream(ask(), settings))  # still serving
+        backend.ensure_model(str(broken))
+    assert "".join(backend.stream(ask(), settings)) == first  # still serving, both models
+    assert "".join(backend.stream(ask(), settings, model=other))
     with pytest.raises(InputError, match="not one of this demo's models"):
-        backend.select_model("someone/else")
+        backend.ensure_model("someone/else")
+    backend.close()
 
 
 def test_a_follow_up_reuses_the_previous_answers_cache_with_the_same_answer(backend):

@@ -26,17 +26,6 @@ def clip_path(tmp_path_factory) -> Path:
     )
 
 
-@pytest.fixture
-def seen(backend, monkeypatch) -> list[Conversation]:
-    """The conversations the backend is asked to answer."""
-    calls: list[Conversation] = []
-    real_stream = backend.stream
-    monkeypatch.setattr(
-        backend, "stream", lambda conv, settings: calls.append(conv) or real_stream(conv, settings)
-    )
-    return calls
-
-
 # -- backend ----------------------------------------------------------------------------------
 
 
@@ -78,7 +67,7 @@ def test_too_long_a_conversation_drops_its_oldest_image_turns_with_a_notice(back
     full = backend.prepare(Conversation(turns), settings).input_ids.shape[1]
     short = backend.prepare(Conversation(turns[2:]), settings).input_ids.shape[1]
     assert short < full
-    monkeypatch.setattr(backend, "context_length", short + 16)
+    monkeypatch.setattr(backend.pool.get(backend.info.model), "context_length", short + 16)
     stream = backend.stream(Conversation(turns), settings)
     assert "".join(stream)  # it still answers
     assert stream.stats.prompt_tokens == short
@@ -88,7 +77,7 @@ def test_too_long_a_conversation_drops_its_oldest_image_turns_with_a_notice(back
 # -- endpoints --------------------------------------------------------------------------------
 
 
-def test_multi_image_chat_streams_with_numbered_images(client, seen):
+def test_multi_image_chat_streams_with_numbered_images(client, stream_spy):
     job = client.submit(
         images=[handle_file(path) for path in IMAGES],
         question="Compare Image-1 and Image-3.",
@@ -97,7 +86,7 @@ def test_multi_image_chat_streams_with_numbered_images(client, seen):
     )
     partials = [text for text in job if text]
     assert len(partials) > 3
-    conversation = seen[-1]
+    conversation = stream_spy[-1].conversation
     user_text = chat_messages(conversation)[-1][1]
     assert user_text.startswith(
         "Image-1: <image>\nImage-2: <image>\nImage-3: <image>\nCompare Image-1 and Image-3."
@@ -115,7 +104,7 @@ def test_multi_image_chat_enforces_the_image_limit(client, tmp_path):
         client.predict(images=copies, question="Count.", api_name="/multi_image_chat")
 
 
-def test_video_chat_streams(client, clip_path, seen):
+def test_video_chat_streams(client, clip_path, stream_spy):
     job = client.submit(
         video=handle_file(str(clip_path)),
         question="What happens?",
@@ -128,7 +117,7 @@ def test_video_chat_streams(client, clip_path, seen):
     )
     partials = [text for text in job if text]
     assert len(partials) > 3
-    clip = seen[-1].turns[-1].video
+    clip = stream_spy[-1].conversation.turns[-1].video
     assert (clip.num_frames, clip.start, clip.end, clip.tiles_per_frame) == (8, 0.2, 1.8, 2)
 
 
@@ -178,7 +167,7 @@ def test_bad_videos_get_a_clear_message_and_the_server_keeps_serving(
     )
 
 
-def test_reasoning_and_answer_style_reach_the_prompt(client, seen):
+def test_reasoning_and_answer_style_reach_the_prompt(client, stream_spy):
     client.predict(
         image=handle_file(IMAGES[0]),
         question="Is it a cat?",
@@ -187,7 +176,7 @@ def test_reasoning_and_answer_style_reach_the_prompt(client, seen):
         max_new_tokens=4,
         api_name="/image_chat",
     )
-    question = chat_messages(seen[-1])[-1][1]
+    question = chat_messages(stream_spy[-1].conversation)[-1][1]
     assert question.startswith("<image>\nYour task is to answer the question below.")
     assert question.endswith("Question:\n\nIs it a cat? Please answer with 'Yes' or 'No'.")
 

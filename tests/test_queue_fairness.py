@@ -41,7 +41,7 @@ class GatedBackend(ScriptedBackend):
         self.pieces_sent: list[int] = []  # by each answer, once it has ended
         self.notices: list[str] = []
 
-    def stream(self, conversation, settings):
+    def stream(self, conversation, settings, **request):
         with self.lock:
             self.preparing += 1
             self.most_preparing = max(self.most_preparing, self.preparing)
@@ -51,7 +51,7 @@ class GatedBackend(ScriptedBackend):
         finally:
             with self.lock:
                 self.preparing -= 1
-        stream = super().stream(conversation, settings)
+        stream = super().stream(conversation, settings, **request)
         stream.notices.extend(self.notices)
         stream.pieces = self.counted(stream.pieces)
         return stream
@@ -221,7 +221,7 @@ def test_a_real_left_out_turn_is_reported(client, backend, monkeypatch):
     turns = (Turn("user", "First?", (CAT,)), Turn("assistant", "One."), Turn("user", "Second?"))
     settings = GenerationSettings(max_new_tokens=16)
     short = backend.prepare(Conversation(turns[2:]), settings).input_ids.shape[1]
-    monkeypatch.setattr(backend, "context_length", short + 16)
+    monkeypatch.setattr(backend.pool.get(backend.info.model), "context_length", short + 16)
     answer = client.predict(
         image=handle_file(CAT),
         question="Second?",

@@ -185,7 +185,34 @@ def test_stop_closes_the_http_stream(remote):
 
 def test_an_unknown_model_is_refused(remote):
     with pytest.raises(InputError, match="does not serve 'nobody/model'"):
-        remote.select_model("nobody/model")
+        remote.ensure_model("nobody/model")
+    with pytest.raises(InputError, match="does not serve 'nobody/model'"):
+        remote.stream(ask(), GenerationSettings(), model="nobody/model")
+
+
+def test_each_request_names_its_model(server):
+    """Each request goes to the engine with the model it names; the default stays."""
+    served, other = str(server.checkpoint), "another/model"
+
+    class TwoModels(OpenAIBackend):
+        def served_models(self):
+            return [served, other]
+
+    remote = TwoModels(server.endpoint)
+    sent = []
+    create = remote.client.chat.completions.create
+    remote.client.chat.completions.create = lambda **body: (
+        sent.append(body["model"]) or create(**body)
+    )
+    assert remote.info.model == served
+    info = remote.ensure_model(other)
+    assert info.model == other and info.kind == "openai"
+    assert remote.describe().model == served
+    assert "".join(remote.stream(ask(), GenerationSettings(max_new_tokens=4), model=served))
+    with pytest.raises(GenerationError):  # this engine serves one model only: it refuses
+        list(remote.stream(ask(), GenerationSettings(max_new_tokens=4), model=other))
+    assert "".join(remote.stream(ask(), GenerationSettings(max_new_tokens=4)))
+    assert sent == [served, other, served]
 
 
 def test_every_tab_streams_through_the_app_on_the_remote_backend(remote, clip, gradio_temp_dir):

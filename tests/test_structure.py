@@ -34,7 +34,21 @@ def test_the_local_backend_loads_no_gradio():
 
 
 @pytest.mark.parametrize(
-    "module", ["types", "cancel", "prompt", "media", "video", "base", "local", "remote"]
+    "module",
+    [
+        "types",
+        "cancel",
+        "prompt",
+        "media",
+        "video",
+        "base",
+        "streamer",
+        "prefix_cache",
+        "model_pool",
+        "generation",
+        "local",
+        "remote",
+    ],
 )
 def test_every_backend_module_imports_first_without_a_cycle(module):
     # A cycle only hidden by imports inside functions shows when a module is imported first.
