@@ -18,7 +18,7 @@ from gradio_client.utils import is_valid_file
 from interface.conversation import to_conversation
 from interface.failures import failure, refusals
 from interface.queueing import MODEL_QUEUE, ResultReader, client_limit_validator
-from interface.settings import SETTING_NAMES, make_settings
+from interface.settings import SETTING_NAMES, default_system_prompt, make_settings
 from interface.streaming import stream_answer
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
@@ -161,6 +161,11 @@ def check_file_types(files: str | list[str] | None, file_types: list[str]) -> No
             )
 
 
+def own_system_prompt(backend: Backend, model: str | None) -> str:
+    """The model's own default system prompt (None: the default model's)."""
+    return default_system_prompt(backend.describe(model))
+
+
 def answer_request(
     backend: Backend,
     build_turns: Callable[[], list[dict]],
@@ -186,6 +191,10 @@ def answer_request(
                 if turn["role"] == "assistant":
                     turn["text"] = without_notices(turn["text"])
             turns[-1].update(reasoning=bool(reasoning), answer_style=normalize_style(answer_style))
+            if model and system_prompt == own_system_prompt(backend, None):
+                # Left at the default model's own prompt: the chosen model's own instead, as
+                # the UI's menu does (their templates may differ).
+                system_prompt = own_system_prompt(backend, model)
             conversation = to_conversation(turns, system_prompt)
             conversation.check()
         except InputError:

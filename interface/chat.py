@@ -19,6 +19,7 @@ from interface.conversation import assistant_turn, to_chatbot, to_conversation, 
 from interface.export import write_exports
 from interface.failures import failure, refusals
 from interface.queueing import (
+    MODEL_LOADS,
     MODEL_QUEUE,
     ResultReader,
     check_client_jobs,
@@ -28,6 +29,7 @@ from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SettingsControls, make_settings, settings_record
 from interface.streaming import ACTIVE_STREAMS, stream_answer
 from model_backend.base import MAX_QUESTION_CHARS, Backend, TextStream, check_length
+from model_backend.errors import InputError, ModelLoadError
 from model_backend.media import check_turn
 from model_backend.styles import normalize_style
 
@@ -226,8 +228,22 @@ class ChatPanel:
             queue=False,
             **HIDDEN,
         )
+        start = running.then
+        if len(self.backend.models) > 1:
+            # The session's model may have been unloaded to make room for another session's:
+            # it is loaded again here, not in the model queue, where everyone would wait.
+            loading = running.then(
+                self.load_model,
+                [self.state, self.model],
+                [self.state, self.chatbot, self.textbox],
+                concurrency_id=MODEL_LOADS,
+                concurrency_limit=1,
+                show_progress="minimal",
+                **HIDDEN,
+            )
+            start = loading.success
         inputs = [self.state, self.model, *settings.generation()]
-        generation = running.then(
+        generation = start(
             self.respond,
             inputs,
             [self.state, self.chatbot, self.textbox, *self.tab.extra_outputs],
@@ -316,6 +332,18 @@ class ChatPanel:
             button: gr.DownloadButton(value=path, visible=True)
             for button, path in zip(self.downloads, files, strict=True)
         }
+
+    def load_model(self, turns: list[dict], model: str) -> dict:
+        """Make the session's model ready before its answer queues; if it cannot be loaded
+        any more, say so and give the question back (the conversation is kept)."""
+        try:
+            self.backend.ensure_model(model)
+        except (InputError, ModelLoadError) as error:
+            gr.Warning(str(error))
+            if turns and turns[-1]["role"] == "user":
+                kept = turns[:-1]
+                return {**self.shown(kept), **self.question({"text": typed(turns[-1])})}
+        return {self.state: gr.skip()}
 
     def respond(
         self, request: gr.Request, turns: list[dict], model: str, system_prompt: str, *values

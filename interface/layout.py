@@ -12,14 +12,12 @@ from interface.failures import refusals
 from interface.grounding_chat import build_grounding_tab
 from interface.image_chat import build_image_chat_tab
 from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
+from interface.settings import default_system_prompt
 from interface.video_chat import build_video_chat_tab
 from model_backend.base import Backend, BackendInfo, GenerationSettings
 from model_backend.errors import InputError, ModelLoadError
-from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 
 TITLE = "InternVL 2.5 demo"
-# Models being loaded for sessions' menus, one at a time (answers go on meanwhile).
-MODEL_LOADS = "model-loads"
 UPLOADS_KEPT_S = 6 * 3600  # a conversation idle for longer must upload its images again
 CSS = """
 #header-note { font-size: 0.9em; opacity: 0.85; }
@@ -60,10 +58,6 @@ def model_choice(backend: Backend) -> gr.Dropdown:
     )
 
 
-def default_system_prompt(info: BackendInfo) -> str:
-    return info.system_prompt or DEFAULT_SYSTEM_PROMPT
-
-
 def prompts_after_switch(prompts: list[str], old_default: str, new_default: str) -> list[str]:
     """The tabs' system prompts once the model changed: the old model's own default becomes the
     new model's (their templates may differ); a prompt the user wrote stays."""
@@ -101,7 +95,7 @@ def wire_model_choice(
         switch,
         [choice, session_model, *prompts],
         [session_model, header, *prompts],
-        concurrency_id=MODEL_LOADS,
+        concurrency_id=queueing.MODEL_LOADS,
         concurrency_limit=1,
         **HIDDEN,
     )

@@ -19,6 +19,9 @@ from model_backend.errors import InputError
 log = logging.getLogger(__name__)
 
 MODEL_QUEUE = "model"  # one concurrency group for every event that runs the model
+# Models being loaded for sessions (the menu, or a session's model that was unloaded to make
+# room), one at a time, outside MODEL_QUEUE: answers go on meanwhile.
+MODEL_LOADS = "model-loads"
 # Requests one client may have waiting for or running on the model: a page has four tabs; an
 # address may hold several people (one network, a proxy).
 MAX_JOBS_PER_SESSION = 4

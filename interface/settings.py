@@ -8,8 +8,9 @@ from dataclasses import dataclass, fields
 import gradio as gr
 
 from model_backend.errors import InputError
+from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE
-from model_backend.types import SETTING_LIMITS, GenerationSettings
+from model_backend.types import SETTING_LIMITS, BackendInfo, GenerationSettings
 
 
 @dataclass
@@ -105,3 +106,8 @@ def make_settings(*values: float) -> GenerationSettings:
 def settings_record(system_prompt: str, *values: float) -> dict:
     """The settings as plain data (for the chat export)."""
     return {"system_prompt": system_prompt, **dict(zip(SETTING_NAMES, values, strict=True))}
+
+
+def default_system_prompt(info: BackendInfo) -> str:
+    """A model's own system prompt (the checkpoint's template's), the tabs' default."""
+    return info.system_prompt or DEFAULT_SYSTEM_PROMPT

@@ -66,6 +66,8 @@ def generate_on_gpu(backend_id: int, job: GenerationJob):
     """Generate on the model's device: yields Step(text) increments, then Step(stats=...)."""
     backend = BACKENDS[backend_id]
     slot = backend.pool.get(job.model)  # held by the request's lease
+    if slot is None or slot.loaded is None:  # unloaded by force (the backend was closed)
+        raise GenerationError(f"{job.model} was unloaded before it could answer; ask again.")
     stop = backend._stop_events.get(job.request) or threading.Event()
     streamer = TokenStreamer(slot.tokenizer, slot.hidden_ids)
     prefix = backend.prefix_cache

@@ -170,15 +170,10 @@ class LocalBackend(Backend):
         )
         self.pool = ModelPool(pool_bytes, self._load, self._estimate, self._unloaded)
         BACKENDS[id(self)] = self
-        if model_pool_gb is None:  # the default budget always holds the default model
-            self.pool.budget = max(pool_bytes, self._estimate(model) or 0)
-        try:
-            first = self.pool.acquire(model)
-        except InputError as error:
-            raise ModelLoadError(f"{error} Raise --model-pool-gb.") from error
+        first = self.pool.acquire(model)  # a model alone always may load (if the device fits it)
         first.release()
-        if model_pool_gb is None:
-            self.pool.budget = max(self.pool.budget, first.slot.bytes)
+        if model_pool_gb is None:  # the default budget always holds the default model
+            self.pool.budget = max(pool_bytes, first.slot.bytes)
         # Of the default model, for the UI's estimates (kept when it is unloaded).
         self.tokens_per_tile = first.slot.tokens_per_tile
         self.tile_size = first.slot.tile_size

@@ -139,7 +139,9 @@ class ModelPool:
         self.budget = budget
         self._load, self._estimate, self._on_unload = load, estimate, on_unload
         self._models: dict[str, PooledModel] = {}
-        self._lock = threading.Lock()  # guards _models and the users counts; held briefly
+        # Guards _models and the users counts; held briefly. Reentrant: a lease's finalizer
+        # (a stream dropped unread) may run inside a garbage collection in this very thread.
+        self._lock = threading.RLock()
         self._loading = threading.Lock()  # one load at a time
 
     @property
@@ -198,7 +200,11 @@ class ModelPool:
 
     def _make_room(self, name: str, needed: int, keep: PooledModel | None) -> None:
         """Unload idle models, least recently used first, until `needed` more bytes fit; if
-        they cannot, raise InputError and unload nothing."""
+        the models answering now leave no room, raise InputError and unload nothing.
+
+        A model alone is never refused here, even beyond the budget (it only bounds how many
+        are kept together): whether it fits the device is load_model's check, as it was when
+        the demo held one model at a time."""
         with self._lock:
             used = sum(slot.bytes for slot in self._models.values())
             idle = sorted(
@@ -207,7 +213,7 @@ class ModelPool:
             )
             busy = [s for s in self._models.values() if s.users > 0 and s is not keep]
             kept = used - sum(s.bytes for s in idle)  # what stays whatever is unloaded
-            if kept + needed > self.budget:
+            if busy and kept + needed > self.budget:
                 raise InputError(self._refusal(name, needed or keep.bytes, busy))
             leaving = []
             for slot in idle:
@@ -225,8 +231,6 @@ class ModelPool:
             f"{name} needs about {gigabytes(needed)}, and the memory for models is "
             f"{gigabytes(self.budget)}"
         )
-        if needed > self.budget:
-            return message + ": it cannot be loaded here (see --model-pool-gb)."
         answering = ", ".join(f"{s.name} ({gigabytes(s.bytes)})" for s in busy)
         return (
             f"{message}, of which models answering now hold "

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+MAX_DROP_MARKS = 4096  # the Clears remembered for answers still running
 MIN_REUSED_TOKENS = 16  # below this, reusing a cache saves nothing worth its bookkeeping
 
 
@@ -63,7 +64,10 @@ class PrefixCache:
         self.budget = budget
         self._entries: OrderedDict[tuple, Entry] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
-        self._clears = 0  # how many times entries were dropped (see `put`)
+        # When entries were last dropped (see `put`), by what was dropped: ("all",),
+        # ("chat", chat) or ("model", model), in the order of `_drops`, a running count.
+        self._drops = 0
+        self._dropped_at: OrderedDict[tuple, int] = OrderedDict()
 
     @property
     def bytes(self) -> int:
@@ -78,8 +82,14 @@ class PrefixCache:
             return [e.chat for e in self._entries.values() if e.chat is not None]
 
     def mark(self) -> int:
-        """A token for `put`: an answer that began before a Clear is not kept after it."""
-        return self._clears
+        """A token for `put`: an answer that began before its chat's Clear (or its model's
+        unloading, or a Clear of everything) is not kept after it."""
+        with self._lock:
+            return self._drops
+
+    def _dropped_since(self, since: int, model: str, chat: str | None) -> bool:
+        marks = [("all",), ("model", model)] + ([("chat", chat)] if chat is not None else [])
+        return any(self._dropped_at.get(mark, -1) >= since for mark in marks)
 
     def take(
         self, model: str, pixels_key: str, ids: np.ndarray, chat: str | None, image_token: int
@@ -134,7 +144,7 @@ class PrefixCache:
         key = self._key(entry)
         with self._lock:
             self._entries.pop(key, None)
-            if self.budget <= 0 or size > self.budget or since != self._clears:
+            if self.budget <= 0 or size > self.budget or self._dropped_since(since, model, chat):
                 return
             self._entries[key] = entry
             total = sum(e.bytes for e in self._entries.values())
@@ -147,7 +157,14 @@ class PrefixCache:
         bytes dropped."""
         dropped = 0
         with self._lock:
-            self._clears += 1
+            marks = [("chat", chat)] if chat is not None else []
+            marks += [("model", model)] if model is not None else []
+            for mark in marks or [("all",)]:
+                self._dropped_at.pop(mark, None)
+                self._dropped_at[mark] = self._drops
+                if len(self._dropped_at) > MAX_DROP_MARKS:  # only recent drops can matter
+                    self._dropped_at.popitem(last=False)
+            self._drops += 1
             for key, entry in list(self._entries.items()):
                 if (chat is None or entry.chat == chat) and (model is None or entry.model == model):
                     dropped += entry.bytes

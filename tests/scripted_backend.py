@@ -77,23 +77,25 @@ class ScriptedBackend(Backend):
         self.conversations.append(conversation)
         self.requests.append((model, chat))
         stop = threading.Event()
-        stream = TextStream(pieces=iter(()), cancel=stop.set)
 
-        def pieces():
+        def pieces(finish):
             started = time.perf_counter()
             sent = 0
-            for start in range(0, len(self.reply), self.piece_size):
-                if stop.wait(self.seconds_per_piece):  # the pace of a model, and Stop
-                    break
-                sent += 1
-                yield self.reply[start : start + self.piece_size]
-            stream.stats = GenerationStats(
-                new_tokens=sent,
-                prompt_tokens=0,
-                time_to_first_token_s=self.seconds_per_piece,
-                total_s=time.perf_counter() - started,
-                stopped=stop.is_set(),
-            )
+            try:
+                for start in range(0, len(self.reply), self.piece_size):
+                    if stop.wait(self.seconds_per_piece):  # the pace of a model, and Stop
+                        break
+                    sent += 1
+                    yield self.reply[start : start + self.piece_size]
+            finally:
+                finish(
+                    GenerationStats(
+                        new_tokens=sent,
+                        prompt_tokens=0,
+                        time_to_first_token_s=self.seconds_per_piece,
+                        total_s=time.perf_counter() - started,
+                        stopped=stop.is_set(),
+                    )
+                )
 
-        stream.pieces = pieces()
-        return stream
+        return TextStream.of(pieces, stop.set)

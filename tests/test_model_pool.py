@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from model_backend.base import Conversation, GenerationSettings, Turn
-from model_backend.errors import InputError, ModelLoadError
+from model_backend.errors import InputError
 from model_backend.local import LocalBackend
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from model_backend.tiny import write_tiny_checkpoint
@@ -111,8 +111,18 @@ def test_a_budget_of_one_model_swaps_idle_models_and_refuses_while_one_answers(c
     backend.ensure_model(second)
     assert backend.pool.loaded() == [second]
     backend.close()
-    with pytest.raises(ModelLoadError, match="model-pool-gb"):
-        pool(checkpoints, 0.5, size=size)
+
+
+def test_a_model_alone_loads_even_beyond_the_budget(checkpoints, size):
+    """The budget bounds the models kept together, not one model: with a budget smaller than
+    any model (ZeroGPU's default, or a menu model bigger than the default one) the models
+    still swap, one at a time, as before the pool."""
+    first, second, _ = checkpoints
+    backend = pool(checkpoints, 0.5, size=size)
+    assert backend.pool.loaded() == [first]
+    assert answer(backend, model=second)
+    assert backend.pool.loaded() == [second]
+    backend.close()
 
 
 def test_two_sessions_with_different_models_get_their_own_models_answers(checkpoints, size):

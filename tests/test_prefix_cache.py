@@ -170,3 +170,26 @@ def test_cache_bytes_counts_a_cropped_cache_by_what_it_holds():
     assert cache_bytes(cache) == 2 * 2 * 10 * 4 * 4
     cache.crop(-5)  # a view: the storage is still all there
     assert cache_bytes(cache) == 2 * 2 * 10 * 4 * 4
+
+
+def test_another_chats_clear_during_an_answer_does_not_cost_this_chat_its_cache(cached):
+    cached.clear_cache()
+    conversation = first_turn(IMAGES["A"])
+    long = GenerationSettings(max_new_tokens=300, temperature=0, max_tiles=6)
+    with cached.stream(conversation, long, chat="A") as running:  # still running at the Clear
+        text = next(piece for piece in running if piece)  # generating now
+        cached.clear_cache("B")  # someone else's Clear
+        text += "".join(running)
+    assert cached.prefix_cache.chats() == ["A"]
+    _, stats = answer(cached, follow(conversation, text, QUESTIONS[1]), chat="A")
+    assert stats.reused_tokens > 0
+
+
+def test_this_chats_clear_during_its_answer_keeps_nothing_of_it(cached):
+    cached.clear_cache()
+    long = GenerationSettings(max_new_tokens=300, temperature=0, max_tiles=6)
+    with cached.stream(first_turn(IMAGES["A"]), long, chat="A") as running:
+        next(piece for piece in running if piece)
+        cached.clear_cache("A")  # the Clear was meant for this very conversation
+        "".join(running)
+    assert cached.prefix_cache.chats() == []

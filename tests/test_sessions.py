@@ -226,3 +226,41 @@ def test_the_model_parameter_comes_after_the_others(client, scripted):
         handle_file(CAT), "Q?", *everything_but_the_model, SECOND, api_name="/image_chat"
     )
     assert scripted.requests == [(FIRST, None), (SECOND, None)]
+
+
+def test_the_api_uses_the_chosen_models_own_system_prompt_unless_one_is_given(client, scripted):
+    scripted.conversations.clear()
+    client.predict(handle_file(CAT), "Q?", model=SECOND, api_name="/image_chat")
+    client.predict(handle_file(CAT), "Q?", api_name="/image_chat")
+    client.predict(handle_file(CAT), "Q?", system_prompt="Be brief.", model=SECOND,
+                   api_name="/image_chat")  # fmt: skip
+    prompts = [conversation.system_prompt for conversation in scripted.conversations]
+    assert prompts == [INTERNVL2_SYSTEM_PROMPT, DEFAULT_SYSTEM_PROMPT, "Be brief."]
+
+
+def test_a_sessions_model_is_loaded_again_outside_the_model_queue(app, scripted):
+    """A session's model unloaded to make room for another's is loaded before its answer takes
+    the model queue (a load takes minutes: nobody else's answer waits for it)."""
+    _, demo, url = app
+    by_id = {fn._id: fn for fn in demo.fns.values()}
+    answers = [fn for fn in demo.fns.values() if fn.name == "respond"]
+    assert len(answers) == 4 * 3  # four tabs: Send, Regenerate and the chatbot's retry
+    for respond in answers:
+        load = by_id[respond.trigger_after]
+        assert load.name == "load_model" and respond.trigger_only_on_success
+        assert load.concurrency_id != respond.concurrency_id
+    session = Session(demo, url, "session-six")
+    assert session.switch(SECOND)["success"]
+    assert session.ask("What is it?")["success"]
+    scripted.too_large.add(SECOND)  # unloaded meanwhile, and there is no room for it now
+    with open(CAT, "rb") as file:
+        (path,) = httpx.post(f"{url}gradio_api/upload", files={"files": file}).json()
+    image = {"path": path, "orig_name": "cat.jpg", "meta": {"_type": "gradio.FileData"}}
+    message = {"text": "And now?", "files": []}
+    assert session.run("add_turn", [message, None, False, "Default", image], "image-chat-chatbot")[
+        "success"
+    ]
+    loaded = session.run("load_model", [None, None], "image-chat-chatbot")
+    _, chatbot, question = loaded["output"]["data"]
+    assert question["value"]["text"] == "And now?"  # the question is given back to edit
+    assert chatbot[-1]["role"] == "assistant"  # and taken out of the chat
