@@ -139,6 +139,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "one address needs more; a session may have 4)",
     )
     server.add_argument(
+        "--feedback-dir",
+        default=env("feedback_dir"),
+        help="keep votes (Compare) and likes on regenerated answers as preference pairs for "
+        "MPO training, with the media they concern, in this folder (off by default; the page "
+        "then says so)",
+    )
+    server.add_argument(
         "--max-images",
         type=int,
         default=int(env("max_images", 8)),
@@ -219,6 +226,7 @@ def build_app(args: argparse.Namespace):
         concurrency_limit=args.concurrency,
         max_images=args.max_images,
         jobs_per_address=args.jobs_per_address,
+        feedback_dir=args.feedback_dir,
     )
     demo = build_demo(backend, options)
     demo.queue(max_size=args.queue_size, default_concurrency_limit=args.concurrency)

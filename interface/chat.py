@@ -1,5 +1,5 @@
 """The chat panel every tab shares: chatbot, question box, Stop that stops, Regenerate, Undo,
-Clear and export.
+Clear, export, and a like or dislike on every answer.
 
 A tab describes itself in one ChatTab (how a new question is collected from its media inputs,
 what Clear empties, what is redrawn as an answer streams); everything else lives here once.
@@ -12,10 +12,22 @@ import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from interface.conversation import assistant_turn, to_chatbot, to_conversation, to_turn
+from interface.conversation import (
+    FEEDBACK,
+    assistant_turn,
+    chat_view,
+    earlier_answers,
+    feedback_marks,
+    to_chatbot,
+    to_conversation,
+    to_turn,
+    with_earlier_answers,
+    with_feedback,
+)
 from interface.export import write_exports
 from interface.failures import failure, refusals
 from interface.queueing import (
@@ -33,9 +45,13 @@ from model_backend.errors import InputError, ModelLoadError
 from model_backend.media import check_turn
 from model_backend.styles import normalize_style
 
+if TYPE_CHECKING:
+    from interface.preferences import PreferenceStore
+
 INPUT_QUEUE, INPUT_CONCURRENCY = "input", 4  # checking a new turn's images and video
 EXTRAS_INTERVAL_S = 0.25  # extra outputs (grounding drawings) while it streams: 4 a second
 HIDDEN = {"api_visibility": "private"}  # the UI's own events are not API endpoints
+FEEDBACK_OPTIONS = ("Like", "Dislike")  # Gradio draws these two as thumbs
 
 
 def no_extras(turns: list[dict]) -> tuple:
@@ -69,11 +85,17 @@ def typed(turn: dict) -> str:
     return turn.get("typed", turn["text"])
 
 
+def without_previous(question: dict) -> dict:
+    """A question without the answer it had before Regenerate."""
+    return {key: value for key, value in question.items() if key != "previous_answer"}
+
+
 class ChatPanel:
     """Chatbot, question box and buttons of one tab, wired to the backend.
 
     `model` holds the browser session's model (see interface.layout); every answer and export
-    of this panel uses it.
+    of this panel uses it. With `feedback`, a like that prefers one of two answers to the same
+    question (see Regenerate) is kept there as a preference pair.
     """
 
     def __init__(
@@ -82,12 +104,14 @@ class ChatPanel:
         tab: ChatTab,
         model: gr.State | None = None,
         concurrency_limit: int = 1,
+        feedback: PreferenceStore | None = None,
     ):
         self.backend = backend
         self.tab = tab
         self.name = tab.name
         self.model = model if model is not None else gr.State(backend.info.model)
         self.concurrency_limit = concurrency_limit
+        self.feedback = feedback
         self.state = gr.State([])
         self.chatbot = gr.Chatbot(
             elem_id=f"{tab.name}-chatbot",
@@ -96,7 +120,10 @@ class ChatPanel:
             latex_delimiters=LATEX_DELIMITERS,
             buttons=["copy", "copy_all"],
             placeholder=tab.placeholder,
-            feedback_options=None,
+            feedback_options=FEEDBACK_OPTIONS,
+            # Each message a bubble of its own, so that an earlier answer shown above the new
+            # one has a like of its own (a bubble has one, whatever it holds).
+            group_consecutive_messages=False,
         )
         self.textbox = gr.MultimodalTextbox(
             elem_id=f"{tab.name}-input",
@@ -131,15 +158,24 @@ class ChatPanel:
 
     @property
     def busy_outputs(self) -> list:
-        return [self.textbox, self.stop_btn, self.regenerate_btn, self.undo_btn, self.clear_btn]
+        return [
+            self.textbox,
+            self.stop_btn,
+            self.regenerate_btn,
+            self.undo_btn,
+            self.clear_btn,
+            self.chatbot,
+        ]
 
     def busy(self, is_busy: bool) -> dict:
-        """While the model runs only Stop is usable."""
+        """While the model runs only Stop is usable (no likes either: the answer streaming
+        in would overwrite them)."""
         buttons = (self.regenerate_btn, self.undo_btn, self.clear_btn)
         return {
             self.textbox: gr.MultimodalTextbox(interactive=not is_busy),
             self.stop_btn: gr.Button(visible=is_busy),
             **{button: gr.Button(interactive=not is_busy) for button in buttons},
+            self.chatbot: gr.Chatbot(feedback_options=() if is_busy else FEEDBACK_OPTIONS),
         }
 
     @property
@@ -151,8 +187,13 @@ class ChatPanel:
         return {button: gr.DownloadButton(visible=False) for button in self.downloads}
 
     def shown(self, turns: list[dict]) -> dict:
-        """The conversation, in the state and in the chatbot."""
-        return {self.state: turns, self.chatbot: to_chatbot(turns)}
+        """The conversation, in the state and in the chatbot, with each answer's like or
+        dislike (the chatbot keeps its marks by position: they are sent with every change)."""
+        messages, owners = chat_view(turns)
+        # An update dict, not a gr.Chatbot(...): building a component takes milliseconds, and
+        # this runs on every update of a streaming answer.
+        chatbot = gr.update(value=messages, feedback_value=feedback_marks(turns, owners))
+        return {self.state: turns, self.chatbot: chatbot}
 
     def question(self, value: dict | None) -> dict:
         """The question box's new value (None empties it)."""
@@ -207,6 +248,14 @@ class ChatPanel:
                 queue=False,
                 **HIDDEN,
             )
+
+        self.chatbot.like(
+            self.like,
+            [self.state, self.model, *settings.generation()],
+            [*conversation, *self.downloads, *self.tab.extra_outputs],
+            show_progress="hidden",
+            **HIDDEN,
+        )
 
         # Written only when asked for: a conversation with large images makes large files.
         self.export_btn.click(
@@ -293,15 +342,68 @@ class ChatPanel:
     def drop_answer(
         self, turns: list[dict], reasoning: bool, answer_style: str, request: gr.Request
     ) -> dict:
-        """Regenerate: forget the last answer; ask the question again with today's style."""
+        """Regenerate: ask the question again with today's style. The last answer is kept
+        with the question (shown, not sent) and becomes an alternative to the new one."""
         ACTIVE_STREAMS.new_request(self.key(request))
         if not turns or turns[-1]["role"] != "assistant":
             raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
         with refusals():
             check_client_jobs(request)
-        question = {**turns[-2], "reasoning": bool(reasoning)}
+        question = {**turns[-2], "reasoning": bool(reasoning), "previous_answer": turns[-1]}
         question["answer_style"] = normalize_style(answer_style)
         return self.shown([*turns[:-2], question])
+
+    def give_back(self, turns: list[dict]) -> dict:
+        """A question that gets no answer: after Regenerate the answer it had comes back;
+        otherwise the question leaves the chat and goes back into the box, to edit."""
+        question = turns[-1]
+        if question.get("previous_answer"):
+            answered = [without_previous(question), question["previous_answer"]]
+            return self.shown([*turns[:-1], *answered])
+        # (The chatbot keeps its marks: no answer moves when the last question goes.)
+        kept = {self.state: turns[:-1], self.chatbot: to_chatbot(turns[:-1])}
+        return {**kept, **self.question({"text": typed(question)})}
+
+    def like(
+        self, like: gr.LikeData, turns: list[dict], model: str, system_prompt: str, *values
+    ) -> dict:
+        """A like, a dislike or either taken back (Gradio's toggle) on the answer the message
+        belongs to. A like on one of two answers to the same question makes it the answer in
+        use, and is kept as a preference pair when the demo keeps them."""
+        _, owners = chat_view(turns)
+        index = like.index if isinstance(like.index, int) else like.index[0]
+        owner = owners[index] if 0 <= index < len(owners) else None
+        if owner is None or turns[owner[0]]["role"] != "assistant":
+            return self.shown(turns)  # a question, or an answer on its way: nothing to mark
+        turns, pair = with_feedback(turns, *owner, FEEDBACK.get(like.liked))
+        if pair and self.feedback is not None:
+            self.keep_pair(turns[: owner[0]], *pair, model, settings_record(system_prompt, *values))
+        return {**self.shown(turns), **self.no_downloads(), **self.extras(turns)}
+
+    def keep_pair(
+        self, before: list[dict], chosen: dict, rejected: dict, model: str, settings: dict
+    ) -> None:
+        """Write one preference pair: the question (the last turn of `before`) with every image
+        and the video the model had seen by then."""
+        question = before[-1]
+        media = [path for turn in before for path in turn.get("images") or ()]
+        video = next((t["video"] for t in reversed(before) if t.get("video")), None)
+        if video:  # sampled as the model saw it
+            media.append(video["path"])
+            settings = {**settings, **{k: video[k] for k in ("num_frames", "start", "end")}}
+        try:
+            self.feedback.add_pair(
+                media=media,
+                question=question["text"],  # the prompt the model answered (grounding builds one)
+                chosen=chosen["text"],
+                rejected=rejected["text"],
+                chosen_model=chosen.get("model") or model,
+                rejected_model=rejected.get("model") or model,
+                settings=settings,
+                source="like",
+            )
+        except InputError as error:  # e.g. both answers the same: the choice stands
+            gr.Warning(str(error))
 
     def undo(self, turns: list[dict]) -> dict:
         """Remove the last question and its answer; the question goes back into the box."""
@@ -341,8 +443,7 @@ class ChatPanel:
         except (InputError, ModelLoadError) as error:
             gr.Warning(str(error))
             if turns and turns[-1]["role"] == "user":
-                kept = turns[:-1]
-                return {**self.shown(kept), **self.question({"text": typed(turns[-1])})}
+                return self.give_back(turns)
         return {self.state: gr.skip()}
 
     def respond(
@@ -355,6 +456,10 @@ class ChatPanel:
         """
         if not turns or turns[-1]["role"] != "user":
             return
+        # After Regenerate the question brings the answers it had: kept, never sent.
+        previous = turns[-1].get("previous_answer")
+        earlier = earlier_answers(previous) if previous else []
+        asked = [*turns[:-1], without_previous(turns[-1])]
         key = self.key(request)
         started: list[TextStream] = []
 
@@ -366,7 +471,7 @@ class ChatPanel:
         try:
             steps = stream_answer(
                 self.backend,
-                to_conversation(turns, system_prompt),
+                to_conversation(asked, system_prompt),
                 make_settings(*values),
                 model=model,
                 chat=key,
@@ -378,8 +483,8 @@ class ChatPanel:
             with contextlib.closing(steps):  # an error below stops the model at once
                 for text, stats in steps:
                     reader.check()
-                    answer = assistant_turn(text, stats.summary() if stats else None)
-                    shown = [*turns, {**answer, "model": model}]  # which model answered
+                    answer = assistant_turn(text, stats.summary() if stats else None, model)
+                    shown = [*asked, with_earlier_answers(answer, earlier)]
                     updates = self.shown(shown)
                     # Extras (the grounding drawing) a few times a second while the model
                     # holds its slot; the last one is drawn after it (see _generate_after).
@@ -390,9 +495,8 @@ class ChatPanel:
         except Exception as error:
             shown_error = failure(error)  # logs an unexpected one while it is being handled
             # Keep everything before the failed question; give the question back to edit.
-            kept = turns[:-1]
-            question = self.question({"text": typed(turns[-1])})
-            yield {**self.shown(kept), **question, **self.extras(kept)}
+            given_back = self.give_back(turns)
+            yield {**given_back, **self.extras(given_back[self.state])}
             raise shown_error from None
         finally:
             for stream in started:

@@ -3,8 +3,15 @@
 A gr.State holds a list of turn dicts:
 `{"role": "user" | "assistant", "text": str, "images": [paths], "video": dict | None,
   "reasoning": bool, "answer_style": str, "stats": str | None}`, and an answer's "model" (the
-session's model may change between answers). The chatbot display is always derived from it
-(`to_chatbot`).
+session's model may change between answers) and "feedback" ("like", "dislike" or None).
+
+After Regenerate an answer turn holds every answer to its question: its own fields are the
+answer in use (the only one the model sees in later turns), "alternatives" the others (each
+`{"text", "stats", "model", "feedback", "number"}`, by number), and "number" the place of the
+answer in use among them (1 for the first answer given). While the new answer is on its way,
+the question holds the answer it replaces as "previous_answer".
+
+The chatbot display is always derived from it (`chat_view`, `to_chatbot`).
 """
 
 from __future__ import annotations
@@ -47,7 +54,72 @@ def assistant_turn(text: str, stats: str | None = None, model: str | None = None
         "video": None,
         "stats": stats,
         "model": model,
+        "feedback": None,
     }
+
+
+# -- alternatives and feedback ----------------------------------------------------------------
+
+ANSWER_FIELDS = ("text", "stats", "model", "feedback", "number")
+FEEDBACK = {True: "like", False: "dislike"}  # gr.LikeData.liked; "" (taken back) is None
+
+
+def answer_of(turn: dict) -> dict:
+    """The answer in use of an answer turn, as an alternative is kept."""
+    return {key: turn.get(key) for key in ANSWER_FIELDS} | {"number": turn.get("number") or 1}
+
+
+def earlier_answers(previous: dict) -> list[dict]:
+    """Every answer of `previous` (an answer turn about to be regenerated), by number."""
+    return sorted([*previous.get("alternatives", ()), answer_of(previous)], key=number_of)
+
+
+def number_of(answer: dict) -> int:
+    return answer["number"]
+
+
+def with_earlier_answers(answer: dict, earlier: list[dict]) -> dict:
+    """A new answer turn that keeps the `earlier` answers to its question as alternatives."""
+    if not earlier:
+        return answer
+    return {**answer, "alternatives": earlier, "number": len(earlier) + 1}
+
+
+def with_feedback(
+    turns: list[dict], index: int, alternative: int | None, feedback: str | None
+) -> tuple[list[dict], tuple[dict, dict] | None]:
+    """The conversation with `feedback` on answer turn `index` (on its alternative number
+    `alternative`, an index into its "alternatives", or on the answer in use when None).
+
+    A like on an alternative makes it the answer in use. A like on an answer that has
+    alternatives is a preference: it is returned as (chosen, rejected), the rejected answer
+    being the one in use before (or, for a like on the answer in use, the newest other one);
+    once per pair and turn, so that taking a like back and giving it again is not counted twice.
+    """
+    turn = {**turns[index], "alternatives": list(turns[index].get("alternatives", ()))}
+    others = turn["alternatives"]
+    if alternative is None:
+        turn["feedback"] = feedback
+        chosen = answer_of(turn)
+        rejected = max(others, key=number_of) if others else None
+    else:
+        chosen = {**others[alternative], "feedback": feedback}
+        others[alternative] = chosen
+        rejected = None
+        if feedback == "like":  # the liked alternative takes the place of the answer in use
+            rejected = answer_of(turn)
+            others[alternative] = rejected
+            turn.update(chosen)
+            others.sort(key=number_of)
+    if not others:
+        del turn["alternatives"]
+    pair = None
+    if feedback == "like" and rejected is not None:
+        numbers = [chosen["number"], rejected["number"]]
+        if numbers not in turn.get("pairs", []):
+            turn["pairs"] = [*turn.get("pairs", []), numbers]
+            pair = (chosen, rejected)
+    return [*turns[:index], turn, *turns[index + 1 :]], pair
 
 
 def video_dict(
@@ -107,13 +179,20 @@ def answer_messages(text: str, stats: str | None, reasoning: bool) -> list[dict]
 
 
 def to_chatbot(turns: list[dict]) -> list[dict]:
+    return chat_view(turns)[0]
+
+
+def chat_view(turns: list[dict]) -> tuple[list[dict], list[tuple[int, int | None] | None]]:
     """Chatbot messages for the conversation: images and videos shown in the user's bubble,
-    and an answer's boxes drawn on the latest image before it.
+    an answer's other answers (after Regenerate) collapsed above it, and its boxes drawn on
+    the latest image before it. With them, whose each message is: None for a question's,
+    (turn index, None) for an answer in use's, (turn index, k) for its k-th alternative's.
 
     The last turn is the one that changes while an answer streams: it is rendered each time.
     The turns before it come from RENDERED, rendered once per version of their content.
     """
     messages: list[dict] = []
+    owners: list[tuple[int, int | None] | None] = []
     reasoning = False
     image = None
     for index, turn in enumerate(turns):
@@ -121,27 +200,74 @@ def to_chatbot(turns: list[dict]) -> list[dict]:
             reasoning = bool(turn.get("reasoning"))
             image = (turn.get("images") or [image])[-1]
         if index == len(turns) - 1:
-            messages += turn_messages(turn, reasoning, image)
+            shown = turn_messages(turn, reasoning, image)
         else:
-            messages += remembered_messages(turn, reasoning, image)
-    return messages
+            shown = remembered_messages(turn, reasoning, image)
+        messages += shown
+        # Alternatives come first, one message each (see turn_messages).
+        alternatives = len(shown_alternatives(turn))
+        if turn["role"] == "user":
+            owners += [None] * (len(shown) - alternatives)
+        owners += [(index, k) for k in range(alternatives)]
+        if turn["role"] == "assistant":
+            owners += [(index, None)] * (len(shown) - alternatives)
+    return messages, owners
+
+
+def feedback_marks(turns: list[dict], owners: list) -> list[str | None]:
+    """The chatbot's `feedback_value`: each answer message's "Like", "Dislike" or None."""
+    marks = []
+    for owner in owners:
+        if owner is None:
+            continue
+        index, alternative = owner
+        turn = turns[index]
+        answer = turn if alternative is None else shown_alternatives(turn)[alternative]
+        marks.append({"like": "Like", "dislike": "Dislike"}.get(answer.get("feedback")))
+    return marks
+
+
+def shown_alternatives(turn: dict) -> list[dict]:
+    """The other answers shown with a turn: an answer's alternatives, or, on a question being
+    answered again, the answers it had."""
+    if turn["role"] == "assistant":
+        return turn.get("alternatives", [])
+    previous = turn.get("previous_answer")
+    return earlier_answers(previous) if previous else []
+
+
+def alternative_message(answer: dict, total: int) -> dict:
+    """An answer not in use, collapsed, with its number."""
+    footer = stats_line(answer["stats"]) if answer.get("stats") else ""
+    return {
+        "role": "assistant",
+        "content": (render_answer(answer["text"]) or "…") + footer,
+        "metadata": {
+            "title": f"Other answer ({answer['number']} of {total})",
+            "log": "not used · like it to use it instead",
+            "status": "done",
+        },
+    }
 
 
 def turn_messages(turn: dict, reasoning: bool, image: str | None) -> list[dict]:
     """One turn's messages; an answer is read with its question's `reasoning`, and its boxes
-    drawn on `image` (the latest image before it)."""
+    drawn on `image` (the latest image before it). Its other answers come first."""
+    others = shown_alternatives(turn)
+    total = len(others) + 1
+    alternatives = [alternative_message(answer, total) for answer in others]
     if turn["role"] == "user":
         content: list = [{"path": path} for path in turn.get("images") or ()]
         if turn.get("video"):
             content.append({"path": turn["video"]["path"]})
         if turn["text"]:
             content.append(render_answer(turn["text"]))  # a <ref> in a question reads too
-        return [{"role": "user", "content": content}]
+        return [{"role": "user", "content": content}, *alternatives]
     messages = answer_messages(turn["text"], turn.get("stats"), reasoning)
     drawing = drawn_boxes(image, turn["text"])
     if drawing:
         messages.append({"role": "assistant", "content": {"path": drawing}})
-    return messages
+    return [*alternatives, *messages]
 
 
 def rendered_size(messages: list[dict]) -> int:
@@ -156,11 +282,13 @@ RENDERED = BoundedCache(32 * 2**20, rendered_size)
 
 def remembered_messages(turn: dict, reasoning: bool, image: str | None) -> list[dict]:
     """`turn_messages`, rendered once while the turn's content stays the same."""
+    # Feedback is not rendered (it is the chatbot's feedback_value); the other answers are.
+    others = tuple((a["number"], a["text"], a.get("stats")) for a in shown_alternatives(turn))
     if turn["role"] == "user":
         video = (turn.get("video") or {}).get("path")
-        key = ("user", turn["text"], tuple(turn.get("images") or ()), video)
+        key = ("user", turn["text"], tuple(turn.get("images") or ()), video, others)
     else:
-        key = ("assistant", turn["text"], turn.get("stats"), reasoning, image)
+        key = ("assistant", turn["text"], turn.get("stats"), reasoning, image, others)
     messages = RENDERED.get_or_make(key, lambda: turn_messages(turn, reasoning, image))
     if turn["role"] == "assistant" and not all(map(os.path.isfile, drawings(messages))):
         # The drawing was deleted as old (grounding_view.keep_newest): drawn again, same file.

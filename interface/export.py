@@ -23,6 +23,7 @@ from pathlib import Path
 
 from gradio.utils import get_upload_folder
 
+from interface.conversation import ANSWER_FIELDS
 from model_backend.errors import InputError
 
 # All exports kept at once; older ones are deleted to make room for a new one.
@@ -81,7 +82,8 @@ def make_room(needed: int) -> None:
 def export_size_estimate(turns: list[dict]) -> int:
     """Bytes of the two files: each embeds every image in base64 (4/3 of the file)."""
     images = sum(Path(p).stat().st_size for turn in turns for p in turn.get("images") or ())
-    text = sum(len(turn["text"].encode()) for turn in turns)
+    answers = [*turns, *(other for turn in turns for other in turn.get("alternatives") or ())]
+    text = sum(len(answer["text"].encode()) for answer in answers)
     return 2 * (images * 4 // 3 + text) + 4096
 
 
@@ -93,7 +95,9 @@ def embedded(path: str) -> str:
 
 def export_record(turns: list[dict], model: str, settings: dict) -> dict:
     """The conversation as plain data: every turn, its media, and the settings used. `model` is
-    the session's model at export; an answer that records its own "model" keeps it."""
+    the session's model at export; an answer that records its own "model" keeps it. An answer
+    keeps its "feedback" ("like" or "dislike") and, after Regenerate, its "alternatives" (the
+    answers not in use, each with its "number"; the answer in use has its own "number")."""
     record_turns = []
     for turn in turns:
         item = {"role": turn["role"], "text": turn["text"]}
@@ -104,9 +108,14 @@ def export_record(turns: list[dict], model: str, settings: dict) -> dict:
         if turn.get("video"):
             video = turn["video"]
             item["video"] = {**video, "path": None, "name": Path(video["path"]).name}
-        for key in ("reasoning", "answer_style", "stats", "model"):
+        for key in ("reasoning", "answer_style", "stats", "model", "feedback", "number"):
             if turn.get(key):
                 item[key] = turn[key]
+        if turn["role"] == "assistant" and turn.get("alternatives"):
+            item["alternatives"] = [
+                {key: other[key] for key in ANSWER_FIELDS if other.get(key)}
+                for other in turn["alternatives"]
+            ]
         record_turns.append(item)
     return {
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -116,15 +125,29 @@ def export_record(turns: list[dict], model: str, settings: dict) -> dict:
     }
 
 
+FEEDBACK_MARKS = {"like": "👍 liked", "dislike": "👎 disliked"}
+
+
+def answer_heading(answer: dict, record_model: str) -> str:
+    """An answer's heading: its model when it is not the export's, and its feedback."""
+    heading = "Assistant"
+    if answer.get("model", record_model) != record_model:  # answered by another model
+        heading += f" ({answer['model']})"
+    if answer.get("feedback") in FEEDBACK_MARKS:
+        heading += f" · {FEEDBACK_MARKS[answer['feedback']]}"
+    return heading
+
+
 def export_markdown(record: dict) -> str:
     lines = [f"# Conversation with {record['model']}", "", f"Exported {record['exported_at']}", ""]
     lines += ["## Settings", ""]
     lines += [f"- **{key}**: {value}" for key, value in record["settings"].items()]
     image_number = 0
     for turn in record["turns"]:
-        heading = "User" if turn["role"] == "user" else "Assistant"
-        if turn.get("model", record["model"]) != record["model"]:  # answered by another model
-            heading += f" ({turn['model']})"
+        heading = "User" if turn["role"] == "user" else answer_heading(turn, record["model"])
+        total = len(turn.get("alternatives", [])) + 1
+        if total > 1:
+            heading += f" · answer {turn['number']} of {total}, in use"
         lines += ["", f"## {heading}", ""]
         for image in turn.get("images", []):
             image_number += 1
@@ -138,6 +161,11 @@ def export_markdown(record: dict) -> str:
         lines += ["", turn["text"]]
         if turn.get("stats"):
             lines += ["", f"*{turn['stats']}*"]
+        for other in turn.get("alternatives", []):
+            heading = f"{answer_heading(other, record['model'])} · answer {other['number']} "
+            lines += ["", f"### {heading}of {total}, not used", "", other["text"]]
+            if other.get("stats"):
+                lines += ["", f"*{other['stats']}*"]
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,8 @@ from interface.grounding_view import (
     boxes_json_file,
     boxes_table,
 )
+from interface.history import History, restore_notice_box
+from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import image_input, new_images, show_examples
 from model_backend.base import Backend, GenerationSettings
@@ -63,7 +65,8 @@ def build_grounding_tab(
     system_prompt: str,
     concurrency_limit: int,
     model: gr.State | None = None,
-) -> None:
+    feedback: PreferenceStore | None = None,
+) -> History:
     """Grounding: the model answers with boxes; they are drawn as the answer streams."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -77,6 +80,7 @@ def build_grounding_tab(
                 elem_id="grounding-mode",
             )
             settings = build_settings(defaults, system_prompt, prefix="grounding")
+            history = History("grounding")
         with gr.Column(scale=3, min_width=400):
             drawn = gr.Image(
                 label="Boxes", interactive=False, elem_id="grounding-drawn", height=340
@@ -98,11 +102,13 @@ def build_grounding_tab(
                 extra_outputs=(drawn, table, download),
                 render_extra=render_boxes,
             )
-            panel = ChatPanel(backend, tab, model, concurrency_limit)
+            notice = restore_notice_box("grounding")
+            panel = ChatPanel(backend, tab, model, concurrency_limit, feedback=feedback)
     show_examples(
         "grounding", panel.textbox, image, "Examples (Find mode: click one, then press Send)"
     )
     panel.wire(settings)
+    history.wire(panel, notice)
 
     register_endpoint(
         "grounding",
@@ -124,6 +130,7 @@ def build_grounding_tab(
         ],
         present=boxes_so_far,
     )
+    return history
 
 
 def grounding_turns(image: str | None, query: str, mode: str, history=None) -> list[dict]:

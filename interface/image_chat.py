@@ -7,6 +7,8 @@ import gradio as gr
 from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, user_turn
+from interface.history import History, restore_notice_box
+from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import image_input, new_images, question_text, show_examples
 from model_backend.base import Backend, GenerationSettings
@@ -36,13 +38,17 @@ def build_image_chat_tab(
     system_prompt: str,
     concurrency_limit: int,
     model: gr.State | None = None,
-) -> None:
-    """Image chat: one image (replaceable), multi-turn questions about it."""
+    feedback: PreferenceStore | None = None,
+) -> History:
+    """Image chat: one image (replaceable), multi-turn questions about it. Returns the tab's
+    history (the page lists it when it opens)."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             image = image_input("image-chat-image", height=340)
             settings = build_settings(defaults, system_prompt, prefix="image-chat")
+            history = History("image-chat")
         with gr.Column(scale=3, min_width=400):
+            notice = restore_notice_box("image-chat")
             tab = ChatTab(
                 name="image-chat",
                 collect_turn=collect_image_turn,
@@ -50,9 +56,10 @@ def build_image_chat_tab(
                 media_inputs=(image,),
                 cleared={image: None},
             )
-            panel = ChatPanel(backend, tab, model, concurrency_limit)
+            panel = ChatPanel(backend, tab, model, concurrency_limit, feedback=feedback)
     show_examples("image_chat", panel.textbox, image)
     panel.wire(settings)
+    history.wire(panel, notice)
 
     register_endpoint(
         "image_chat",
@@ -65,3 +72,4 @@ def build_image_chat_tab(
         concurrency_limit,
         "Answer `question` about `image`, after the earlier turns in `history`.",
     )
+    return history

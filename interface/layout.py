@@ -8,10 +8,13 @@ import gradio as gr
 
 from interface import queueing
 from interface.chat import HIDDEN
+from interface.compare import build_compare_tab
 from interface.failures import refusals
 from interface.grounding_chat import build_grounding_tab
+from interface.history import History
 from interface.image_chat import build_image_chat_tab
 from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
+from interface.preferences import PreferenceStore
 from interface.settings import default_system_prompt
 from interface.video_chat import build_video_chat_tab
 from model_backend.base import Backend, BackendInfo, GenerationSettings
@@ -23,6 +26,8 @@ CSS = """
 #header-note { font-size: 0.9em; opacity: 0.85; }
 .message sub { opacity: 0.65; }
 .message img { max-height: 260px; width: auto; }
+.history-thumbs img { height: 64px; width: auto; margin: 0 4px 0 0; border-radius: 4px; }
+.history-note { font-size: 0.85em; opacity: 0.8; }
 """
 
 
@@ -35,6 +40,7 @@ class UIOptions:
     concurrency_limit: int = 1  # generations at once (the model queue is shared by all tabs)
     max_images: int = DEFAULT_MAX_IMAGES  # per conversation, in the multi-image tab
     jobs_per_address: int = queueing.MAX_JOBS_PER_ADDRESS  # requests one address may have queued
+    feedback_dir: str | None = None  # where votes become preference pairs; None: nothing kept
 
 
 def header_markdown(info: BackendInfo) -> str:
@@ -47,6 +53,16 @@ def header_markdown(info: BackendInfo) -> str:
             " example `python app.py --model OpenGVLab/InternVL2_5-2B-MPO-hf`."
         )
     return "\n\n".join(lines)
+
+
+def feedback_markdown(folder: str) -> str:
+    """What the page says when votes are kept: plainly, near the header."""
+    return (
+        "🗳️ **Votes are kept on this server.** When you vote in the Compare tab, or like or "
+        "dislike one of two answers to a question, the question, both answers and the images "
+        f"or video they concern are saved on this server (in `{folder}`) as preference data "
+        "for training models. Nothing is kept for answers you do not vote on."
+    )
 
 
 def model_choice(backend: Backend) -> gr.Dropdown:
@@ -111,31 +127,44 @@ def system_prompt_boxes(demo: gr.Blocks) -> list[gr.Textbox]:
     ]
 
 
+def list_saved_conversations(demo: gr.Blocks, histories: list[History]) -> None:
+    """Each tab's History lists what this browser kept, once the page has opened."""
+    for history in histories:
+        demo.load(history.load, history.store, history.outputs, queue=False, **HIDDEN)
+
+
 def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     """Build the Gradio app around a backend (the caller queues and launches it)."""
     options = options or UIOptions()
     queueing.MAX_JOBS_PER_ADDRESS = options.jobs_per_address  # one setting for the whole process
+    store = PreferenceStore(options.feedback_dir) if options.feedback_dir else None
     # Uploads and served copies older than UPLOADS_KEPT_S are deleted (checked hourly), so
     # Gradio's temp folder cannot grow for as long as the app runs.
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(3600, UPLOADS_KEPT_S)) as demo:
         header = gr.Markdown(header_markdown(backend.info), elem_id="header-note")
+        if store is not None:
+            gr.Markdown(feedback_markdown(options.feedback_dir), elem_id="feedback-note")
         choice = model_choice(backend) if len(backend.models) > 1 else None
         session_model = gr.State(backend.info.model)  # this browser session's model
         system_prompt = options.system_prompt
         if system_prompt is None:
             system_prompt = default_system_prompt(backend.info)
         common = (backend, options.defaults, system_prompt, options.concurrency_limit)
+        shared = {"model": session_model, "feedback": store}
         with gr.Tabs():
             with gr.Tab("Image chat", id="image-chat"):
-                build_image_chat_tab(*common, model=session_model)
+                histories = [build_image_chat_tab(*common, **shared)]
             with gr.Tab("Multi-image chat", id="multi-image"):
-                build_multi_image_chat_tab(
-                    *common, max_images=options.max_images, model=session_model
+                histories.append(
+                    build_multi_image_chat_tab(*common, max_images=options.max_images, **shared)
                 )
             with gr.Tab("Video chat", id="video-chat"):
-                build_video_chat_tab(*common, model=session_model)
+                histories.append(build_video_chat_tab(*common, **shared))
             with gr.Tab("Grounding", id="grounding"):
-                build_grounding_tab(*common, model=session_model)
+                histories.append(build_grounding_tab(*common, **shared))
+            with gr.Tab("Compare", id="compare"):
+                build_compare_tab(*common, **shared)
+        list_saved_conversations(demo, histories)
         if choice is not None:
             prompts = system_prompt_boxes(demo)
             wire_model_choice(backend, choice, session_model, header, prompts)

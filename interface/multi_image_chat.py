@@ -7,6 +7,8 @@ import gradio as gr
 from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, to_conversation, user_turn
+from interface.history import History, restore_notice_box
+from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import question_text, show_examples
 from model_backend.base import Backend, GenerationSettings
@@ -78,7 +80,8 @@ def build_multi_image_chat_tab(
     concurrency_limit: int,
     max_images: int = DEFAULT_MAX_IMAGES,
     model: gr.State | None = None,
-) -> None:
+    feedback: PreferenceStore | None = None,
+) -> History:
     """Multi-image chat: images added with any question, numbered across the conversation."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -91,7 +94,9 @@ def build_multi_image_chat_tab(
             )
             estimate = gr.Markdown(elem_id="multi-image-estimate")
             settings = build_settings(defaults, system_prompt, prefix="multi-image")
+            history = History("multi-image")
         with gr.Column(scale=3, min_width=400):
+            notice = restore_notice_box("multi-image")
             tab = ChatTab(
                 name="multi-image",
                 collect_turn=lambda message, turns: collect_multi_image_turn(
@@ -103,9 +108,10 @@ def build_multi_image_chat_tab(
                 ),
                 file_count="multiple",
             )
-            panel = ChatPanel(backend, tab, model, concurrency_limit)
+            panel = ChatPanel(backend, tab, model, concurrency_limit, feedback=feedback)
     show_examples("multi_image_chat", panel.textbox)
     panel.wire(settings)
+    history.wire(panel, notice)
 
     def show_preview(turns, message, max_tiles):
         return preview(backend, turns, message, max_tiles)
@@ -131,3 +137,4 @@ def build_multi_image_chat_tab(
         concurrency_limit,
         "Answer `question` about `images` (Image-1, Image-2, ...) after `history`.",
     )
+    return history

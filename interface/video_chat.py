@@ -9,6 +9,8 @@ import gradio as gr
 from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, to_clip, user_turn, video_dict
+from interface.history import History, restore_notice_box
+from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import question_text, show_examples
 from model_backend.base import (
@@ -100,7 +102,8 @@ def build_video_chat_tab(
     system_prompt: str,
     concurrency_limit: int,
     model: gr.State | None = None,
-) -> None:
+    feedback: PreferenceStore | None = None,
+) -> History:
     """Video chat: sampled frames (shown), then questions about them."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
@@ -139,7 +142,9 @@ def build_video_chat_tab(
             settings = build_settings(
                 defaults, system_prompt, prefix="video-chat", show_max_tiles=False
             )
+            history = History("video-chat")
         with gr.Column(scale=3, min_width=400):
+            notice = restore_notice_box("video-chat")
             sampling = [video, num_frames, start, end, tiles_per_frame]
             tab = ChatTab(
                 name="video-chat",
@@ -152,9 +157,10 @@ def build_video_chat_tab(
                 media_inputs=tuple(sampling),
                 cleared={video: None, frames: []},
             )
-            panel = ChatPanel(backend, tab, model, concurrency_limit)
+            panel = ChatPanel(backend, tab, model, concurrency_limit, feedback=feedback)
     show_examples("video_chat", panel.textbox, video)
     panel.wire(settings)
+    history.wire(panel, notice)
 
     def show_frames(path, count, first, last, tiles):
         if not path:
@@ -195,3 +201,4 @@ def build_video_chat_tab(
         concurrency_limit,
         "Answer `question` about `video` (num_frames frames between start and end seconds).",
     )
+    return history

@@ -137,11 +137,12 @@ def test_image_chat_journey(page, slow_backend, stream_spy):
     # Shorter answers from here on, so that they finish on their own.
     set_max_new_tokens(page, 32)
 
-    # Regenerate: a new answer replaces the stopped one.
+    # Regenerate: a new answer; the stopped one stays above it, collapsed, as an alternative.
     page.locator("#image-chat-regenerate").click()
-    expect(bot_messages(page)).to_have_count(1)
-    expect(bot_messages(page).first).to_contain_text("tokens/s")
-    expect(bot_messages(page).first).not_to_contain_text("stopped")
+    expect(bot_messages(page)).to_have_count(2)
+    expect(bot_messages(page).first).to_contain_text("Other answer (1 of 2)")
+    expect(bot_messages(page).last).to_contain_text("tokens/s")
+    expect(bot_messages(page).last).not_to_contain_text("stopped")
     first, again = stream_spy
     assert again.conversation.turns == first.conversation.turns
     # The page's model (the default), and the conversation's id: this page's Image chat tab.
@@ -153,8 +154,8 @@ def test_image_chat_journey(page, slow_backend, stream_spy):
     question.press("Enter")
     expect(user_questions(page)).to_have_count(2)
     expect(user_images(page)).to_have_count(1)
-    expect(bot_messages(page)).to_have_count(2)
-    expect(bot_messages(page).nth(1)).to_contain_text("tokens/s")
+    expect(bot_messages(page)).to_have_count(3)
+    expect(bot_messages(page).nth(2)).to_contain_text("tokens/s")
     follow_up = stream_spy[-1].conversation
     assert stream_spy[-1].kwargs["chat"] == first.kwargs["chat"]
     assert [t.role for t in follow_up.turns] == ["user", "assistant", "user"]

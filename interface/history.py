@@ -1,0 +1,448 @@
+"""Each tab's conversations, kept in the browser (gr.BrowserState, localStorage), never on the
+server: listed in the tab's History accordion with a title and a time, restored with a click,
+deleted one by one or all at once.
+
+A conversation is saved each time one of its answers completes. The browser's storage holds
+about 5 MB for the whole page, so a saved conversation keeps its text (each turn capped) and,
+for its media, small JPEG thumbnails and the files' names; each tab keeps its newest
+MAX_ENTRIES conversations within MAX_STORE_BYTES.
+
+Restoring brings the text back, without the media: the original files may be gone from the
+server (uploads are deleted after 6 hours) and the thumbnails are far too small for the model.
+A notice shows the thumbnails and says to attach the files again; until then the model sees
+the text turns only (the image, grounding and video tabs ask for the file before a follow-up).
+
+Several pages of the same browser each write their own copy: the last one to save wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+import gradio as gr
+
+from interface.conversation import FEEDBACK, assistant_turn, to_clip, user_turn
+from model_backend.errors import InputError
+from model_backend.images import load_image
+from model_backend.media import sample_video
+from model_backend.styles import normalize_style
+
+MAX_ENTRIES = 50  # conversations per tab
+MAX_STORE_BYTES = 600_000  # per tab, as JSON: 4 tabs, base64-encrypted (4/3), fit in 5 MB
+MAX_ENTRY_BYTES = 120_000  # one conversation: its oldest turns are left out beyond that
+MAX_TEXT_CHARS = 4000  # per turn
+MAX_THUMBNAILS = 8  # per conversation
+THUMBNAIL_SIDE = 96  # pixels, the long side
+TITLE_CHARS = 60
+# Fixed, so that the history outlives a server restart. BrowserState sends its secret to the
+# page, so it protects nothing from the page itself; it only scrambles the stored text.
+STORAGE_SECRET = "internvl-demo-history"
+THUMBNAIL_URL = re.compile(r"data:image/jpeg;base64,[A-Za-z0-9+/]+={0,2}")
+NOT_SAVED = "No saved conversation yet: each one is saved here when an answer completes."
+
+
+# -- pure functions: a conversation <-> a stored entry -----------------------------------------
+
+
+FEEDBACK_MARKS = tuple(FEEDBACK.values())  # the marks an answer may carry
+
+
+def thumbnail_url(image) -> str:
+    """A PIL image as a small JPEG data URL."""
+    image = image.convert("RGB")
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=70)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_thumbnail(path: str) -> str | None:
+    """An image file's thumbnail; None if it cannot be read any more."""
+    try:
+        return thumbnail_url(load_image(path, max_side=THUMBNAIL_SIDE))
+    except InputError:
+        return None
+
+
+def video_thumbnail(video: dict) -> str | None:
+    """The middle sampled frame of a turn's video (decoded frames are cached); None if the
+    file cannot be read any more."""
+    try:
+        frames, _ = sample_video(to_clip(video))
+    except (InputError, OSError):
+        return None
+    return thumbnail_url(frames[len(frames) // 2]) if frames else None
+
+
+def capped(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """The text, cut to `limit` characters (the same text when cut again)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def json_bytes(value) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def stored_turn(turn: dict) -> dict:
+    """One turn as the browser keeps it: text, how it was asked or answered, and for media
+    their names and thumbnails (a restored turn brings its thumbnails along)."""
+    if turn["role"] == "assistant":
+        stored = {"role": "assistant", "text": capped(turn["text"])}
+        for key in ("stats", "model"):
+            if turn.get(key):
+                stored[key] = str(turn[key])
+        if turn.get("feedback") in FEEDBACK_MARKS:  # a like or a dislike survives a reload
+            stored["feedback"] = turn["feedback"]
+        return stored
+    stored = {
+        "role": "user",
+        "text": capped(turn["text"]),
+        "reasoning": bool(turn.get("reasoning")),
+        "answer_style": normalize_style(turn.get("answer_style")),
+    }
+    if "typed" in turn:  # grounding: what was typed, besides the prompt built from it
+        stored["typed"] = capped(turn["typed"])
+    names = [Path(path).name for path in turn.get("images") or ()]
+    thumbnails = [image_thumbnail(path) for path in turn.get("images") or ()]
+    if turn.get("video"):
+        names.append(Path(turn["video"]["path"]).name)
+        thumbnails.append(video_thumbnail(turn["video"]))
+    names += turn.get("media") or []
+    thumbnails += turn.get("thumbnails") or []
+    if names:
+        stored["media"] = names
+        stored["thumbnails"] = [url for url in thumbnails if url]
+    return stored
+
+
+def title_of(turns: list[dict]) -> str:
+    """The first question, on one line and shortened."""
+    first = next((t for t in turns if t["role"] == "user"), None)
+    if first is None:
+        return "Untitled conversation"
+    text = " ".join((first.get("typed") or first["text"]).split()) or " ".join(
+        first["text"].split()
+    )
+    return capped(text, TITLE_CHARS) or "Untitled conversation"
+
+
+def make_entry(turns: list[dict], entry_id: str, saved_at: float | None = None) -> dict:
+    """A conversation as one stored entry, within MAX_ENTRY_BYTES (its oldest exchanges are
+    left out if needed) and MAX_THUMBNAILS."""
+    stored = [stored_turn(turn) for turn in turns]
+    entry = {"id": entry_id, "time": saved_at, "title": title_of(turns), "turns": stored}
+    while json_bytes(entry) > MAX_ENTRY_BYTES and len(entry["turns"]) > 2:
+        entry["turns"] = entry["turns"][2:]  # one question and its answer
+        entry["partial"] = True
+    kept = MAX_THUMBNAILS
+    for turn in entry["turns"]:
+        if "thumbnails" in turn:
+            turn["thumbnails"] = turn["thumbnails"][:kept]
+            kept -= len(turn["thumbnails"])
+    return entry
+
+
+def saved(entries: list[dict], entry: dict, now: float) -> list[dict]:
+    """The entries with `entry` saved (replacing its older version, whose title and
+    partiality it keeps: a restored conversation may have lost its first turns) as the
+    newest, within MAX_ENTRIES and MAX_STORE_BYTES (the oldest are dropped)."""
+    entry = {**entry, "time": now}
+    old = find(entries, entry["id"])
+    if old is not None:
+        entry["title"] = old["title"]
+        if old.get("partial"):
+            entry["partial"] = True
+    kept = [entry] + [e for e in entries if e["id"] != entry["id"]]
+    kept = kept[:MAX_ENTRIES]
+    while len(kept) > 1 and json_bytes(kept) > MAX_STORE_BYTES:
+        kept.pop()
+    return kept
+
+
+def without(entries: list[dict], entry_id: str | None) -> list[dict]:
+    return [e for e in entries if e["id"] != entry_id]
+
+
+def find(entries: list[dict], entry_id: str | None) -> dict | None:
+    return next((e for e in entries if e["id"] == entry_id), None)
+
+
+def when(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+def choices(entries: list[dict]) -> list[tuple[str, str]]:
+    """The panel's list, newest first: (title · time, id)."""
+    return [(f"{e['title']} · {when(e['time'])}".rstrip(" ·"), e["id"]) for e in entries]
+
+
+def restored_turns(entry: dict) -> list[dict]:
+    """The entry's turns as the chat panel keeps them, without media (the files must be
+    attached again); user turns keep their media's names and thumbnails."""
+    turns = []
+    for stored in entry["turns"]:
+        if stored["role"] == "assistant":
+            answer = assistant_turn(stored["text"], stored.get("stats"), stored.get("model"))
+            if stored.get("feedback") in FEEDBACK_MARKS:
+                answer["feedback"] = stored["feedback"]
+            turns.append(answer)
+            continue
+        turn = user_turn(stored["text"], (), None, stored["reasoning"], stored["answer_style"])
+        for key in ("typed", "media", "thumbnails"):
+            if key in stored:
+                turn[key] = stored[key]
+        turns.append(turn)
+    return turns
+
+
+def restore_notice(entry: dict) -> str:
+    """What the tab says above a restored conversation: its media must be attached again."""
+    title = html.escape(entry["title"])
+    saved_at = f" (saved {when(entry['time'])})" if entry.get("time") else ""
+    lines = [f"<p><strong>Restored from this browser:</strong> {title}{saved_at}.</p>"]
+    if entry.get("partial"):
+        lines.append(
+            "<p>Its oldest turns were left out: the conversation was too long to keep.</p>"
+        )
+    media = [name for turn in entry["turns"] for name in turn.get("media", ())]
+    if media:
+        names = ", ".join(html.escape(name) for name in dict.fromkeys(media))
+        lines.append(
+            "<p>⚠️ Its images and videos were not kept, only these thumbnails. Attach the "
+            f"original files again ({names}) to ask about them: until then the model sees the "
+            "text of the conversation only.</p>"
+        )
+        thumbnails = [url for turn in entry["turns"] for url in turn.get("thumbnails", ())]
+        lines.append(
+            "<p class='history-thumbs'>"
+            + "".join(f"<img src='{url}' alt='thumbnail'>" for url in thumbnails)
+            + "</p>"
+        )
+    # One HTML block (no blank line): Markdown leaves it as it is, then sanitizes it.
+    return "<div class='history-notice'>" + "".join(lines) + "</div>"
+
+
+def start_of(turns: list[dict]) -> list:
+    """How a conversation starts: its first question and the names of its media (the same
+    for a restored conversation as for the one it was saved from)."""
+    first = next(t for t in turns if t["role"] == "user")
+    names = [Path(path).name for path in first.get("images") or ()]
+    if first.get("video"):
+        names.append(Path(first["video"]["path"]).name)
+    return [first["text"], names + list(first.get("media") or ())]
+
+
+def answered(turns: list[dict]) -> bool:
+    """The conversation ends with a completed answer (its figures come at the end)."""
+    return bool(turns) and turns[-1]["role"] == "assistant" and turns[-1].get("stats") is not None
+
+
+def valid_entries(value) -> list[dict]:
+    """What the browser sent, kept only where it has the stored shape (it may be old, or
+    edited by hand): its text capped, thumbnails only as JPEG data URLs."""
+    entries = []
+    for raw in value if isinstance(value, list) else []:
+        try:
+            entry = clean_entry(raw)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if entry["turns"] and entry["id"] not in {e["id"] for e in entries}:
+            entries.append(entry)
+    return entries[:MAX_ENTRIES]
+
+
+def clean_entry(raw: dict) -> dict:
+    turns = []
+    for stored in raw["turns"]:
+        role, text = stored["role"], stored["text"]
+        if role not in ("user", "assistant") or not isinstance(text, str):
+            raise ValueError(role)
+        turn = {"role": role, "text": capped(text)}
+        if role == "assistant":
+            turn.update({k: str(stored[k]) for k in ("stats", "model") if stored.get(k)})
+            if stored.get("feedback") in FEEDBACK_MARKS:
+                turn["feedback"] = stored["feedback"]
+        else:
+            turn["reasoning"] = bool(stored.get("reasoning"))
+            turn["answer_style"] = normalize_style(stored.get("answer_style"))
+            if isinstance(stored.get("typed"), str):
+                turn["typed"] = capped(stored["typed"])
+            if stored.get("media"):
+                turn["media"] = [capped(str(name), 200) for name in stored["media"]][:16]
+                urls = [u for u in stored.get("thumbnails", ()) if isinstance(u, str)]
+                turn["thumbnails"] = [u for u in urls if THUMBNAIL_URL.fullmatch(u)]
+        turns.append(turn)
+    entry = {
+        "id": str(raw["id"])[:40],
+        "time": float(raw["time"]) if raw.get("time") else None,
+        "title": capped(" ".join(str(raw["title"]).split()), TITLE_CHARS),
+        "turns": turns,
+    }
+    if raw.get("partial"):
+        entry["partial"] = True
+    return entry
+
+
+# -- the panel ---------------------------------------------------------------------------------
+
+
+def restore_notice_box(name: str) -> gr.Markdown:
+    """Where a tab says that a conversation was restored (place it above the chat panel)."""
+    return gr.Markdown(visible=False, elem_id=f"{name}-history-notice")
+
+
+class History:
+    """One tab's saved conversations: the browser's copy, and the accordion that lists them.
+
+    Build it where the accordion goes, then `wire(panel, notice)` once the chat panel exists.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self.store = gr.BrowserState(
+            [], storage_key=f"internvl-demo-history-v1-{name}", secret=STORAGE_SECRET
+        )
+        self.current = gr.State(None)  # the shown conversation's id and start (start_of)
+        self.pending = gr.State(None)  # that conversation as an entry, once it has an answer
+        with gr.Accordion(
+            "History (kept in this browser)", open=False, elem_id=f"{name}-history"
+        ) as self.accordion:
+            self.list = gr.Radio(
+                [],
+                label="Saved conversations, newest first: click one to restore it",
+                info=NOT_SAVED,
+                elem_id=f"{name}-history-list",
+            )
+            with gr.Row():
+                self.delete_btn = gr.Button(
+                    "Delete selected", size="sm", elem_id=f"{name}-history-delete"
+                )
+                self.clear_btn = gr.Button(
+                    "Delete all", size="sm", variant="stop", elem_id=f"{name}-history-clear"
+                )
+            gr.Markdown(
+                "Saved in this browser only (nothing on the server), with small thumbnails "
+                "instead of the images and videos: attach the files again to continue.",
+                elem_classes="history-note",
+            )
+
+    def listed(self, entries: list[dict], selected: str | None = None) -> dict:
+        """The accordion's list (and its count) for these entries."""
+        selected = selected if find(entries, selected) else None
+        info = f"{len(entries)} saved" if entries else NOT_SAVED
+        return {
+            self.list: gr.Radio(choices=choices(entries), value=selected, info=info),
+            self.accordion: gr.Accordion(label=f"History (kept in this browser) · {len(entries)}"),
+        }
+
+    def wire(self, panel, notice: gr.Markdown) -> None:
+        """Save the panel's conversation when an answer completes; restore, delete, clear."""
+        self.panel, self.notice = panel, notice
+        quick = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+        # The panel's state changes with every streamed update: this cheap check runs on the
+        # server (a State is not sent by the page), queued (only queued events tell the page
+        # that a State changed, here `pending`), the latest one only. The browser's copy
+        # (large) travels only when `pending` changes, once per completed answer.
+        panel.state.change(
+            self.observe,
+            [panel.state, self.current],
+            [self.current, self.pending],
+            trigger_mode="always_last",
+            concurrency_limit=None,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+        self.pending.change(
+            self.save, [self.pending, self.store], [self.store, *self.outputs], **quick
+        )
+        restored = [
+            panel.state,
+            panel.chatbot,
+            panel.textbox,
+            *panel.downloads,
+            *panel.tab.cleared,
+            *panel.tab.extra_outputs,
+            self.current,
+            notice,
+        ]
+        self.list.select(
+            self.restore,
+            [self.list, self.store, panel.state, self.current],
+            list(dict.fromkeys(restored)),  # grounding's extras are also cleared by Clear
+            **quick,
+        )
+        self.delete_btn.click(
+            self.delete, [self.list, self.store], [self.store, *self.outputs], **quick
+        )
+        self.clear_btn.click(
+            lambda: {self.store: [], **self.listed([])}, None, [self.store, *self.outputs], **quick
+        )
+        for trigger in (panel.clear_btn.click, panel.chatbot.clear):  # a new conversation
+            trigger(lambda: gr.Markdown(visible=False), None, notice, **quick)
+
+    @property
+    def outputs(self) -> list:
+        return [self.list, self.accordion]
+
+    def load(self, value) -> dict:
+        """The list, when the page opens with what the browser kept."""
+        return self.listed(valid_entries(value))
+
+    # -- handlers --------------------------------------------------------------------------
+
+    def observe(self, turns: list[dict], current: dict | None) -> dict:
+        """The conversation as an entry once an answer completed: under the id it was saved
+        with while it starts with the same question (Clear and a new question make a new
+        one; a restored conversation that goes on keeps its id)."""
+        if not answered(turns):
+            return {self.current: gr.skip(), self.pending: gr.skip()}
+        start = start_of(turns)
+        same = current and current["start"] == start
+        entry_id = current["id"] if same else uuid.uuid4().hex[:12]
+        entry = make_entry(turns, entry_id)
+        return {self.current: {"id": entry_id, "start": start}, self.pending: entry}
+
+    def save(self, entry: dict | None, value) -> dict:
+        entries = valid_entries(value)
+        if entry is None:
+            return {self.store: gr.skip(), **self.listed(entries)}
+        old = find(entries, entry["id"])
+        if old is not None and old["turns"] == entry["turns"]:  # nothing new (a like, say)
+            return {self.store: gr.skip(), **self.listed(entries, entry["id"])}
+        entries = saved(entries, entry, time.time())
+        return {self.store: entries, **self.listed(entries, entry["id"])}
+
+    def restore(
+        self, entry_id: str, value, turns: list[dict], current: dict | None, request: gr.Request
+    ):
+        entries = valid_entries(value)
+        entry = find(entries, entry_id)
+        skip = {self.panel.state: gr.skip()}
+        if turns and not answered(turns):
+            busy = "Wait for the answer to finish (or press Stop) before restoring a conversation."
+            return {**skip, self.notice: gr.Markdown(f"⚠️ {busy}", visible=True)}
+        if entry is None or (current and entry_id == current["id"] and turns):  # gone, or shown
+            return skip
+        restored = restored_turns(entry)
+        updates = self.panel.clear(request)  # the question box, downloads, media boxes
+        updates.update(self.panel.shown(restored))
+        updates.update(self.panel.extras(restored))
+        updates[self.current] = {"id": entry["id"], "start": start_of(restored)}
+        updates[self.notice] = gr.Markdown(restore_notice(entry), visible=True)
+        return updates
+
+    def delete(self, entry_id: str | None, value) -> dict:
+        entries = valid_entries(value)
+        if find(entries, entry_id) is None:
+            return {self.store: gr.skip(), **self.listed(entries)}
+        entries = without(entries, entry_id)
+        return {self.store: entries, **self.listed(entries)}
