@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from model_backend.base import DEFAULT_MODEL
@@ -197,6 +198,21 @@ def exposure_warning(args: argparse.Namespace, auth: list) -> str | None:
     return None
 
 
+def check_feedback_dir(folder: str | None) -> None:
+    """Refuse a feedback folder inside Gradio's temporary folder: Gradio serves files from
+    there to anyone (the pairs and their media would be downloadable) and deletes them after
+    a few hours."""
+    if not folder:
+        return
+    gradio_temp = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir(), "gradio"))
+    if Path(folder).resolve().is_relative_to(Path(gradio_temp).resolve()):
+        raise SystemExit(
+            f"--feedback-dir {folder} is inside Gradio's temporary folder ({gradio_temp}), "
+            f"whose files Gradio serves to anyone and deletes after a few hours: choose "
+            f"another folder."
+        )
+
+
 def make_backend(args: argparse.Namespace):
     if args.backend == "openai":
         from model_backend.remote import OpenAIBackend
@@ -265,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     auth = read_auth(args)
+    check_feedback_dir(args.feedback_dir)
     try:
         _, demo = build_app(args)
     except ModelLoadError as error:

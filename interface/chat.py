@@ -20,8 +20,8 @@ from interface.conversation import (
     FEEDBACK,
     assistant_turn,
     chat_view,
-    earlier_answers,
     feedback_marks,
+    media_missing,
     to_chatbot,
     to_conversation,
     to_turn,
@@ -40,6 +40,7 @@ from interface.queueing import (
 from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SettingsControls, make_settings, settings_record
 from interface.streaming import ACTIVE_STREAMS, stream_answer
+from interface.tab_helpers import ADD_A_VIDEO, ADD_AN_IMAGE
 from model_backend.base import MAX_QUESTION_CHARS, Backend, TextStream, check_length
 from model_backend.errors import InputError, ModelLoadError
 from model_backend.media import check_turn
@@ -52,6 +53,11 @@ INPUT_QUEUE, INPUT_CONCURRENCY = "input", 4  # checking a new turn's images and 
 EXTRAS_INTERVAL_S = 0.25  # extra outputs (grounding drawings) while it streams: 4 a second
 HIDDEN = {"api_visibility": "private"}  # the UI's own events are not API endpoints
 FEEDBACK_OPTIONS = ("Like", "Dislike")  # Gradio draws these two as thumbs
+NOT_A_PAIR = (
+    "Your choice is marked, but not kept as a preference pair: this conversation was restored "
+    "from the browser's history, so its earlier answers or its images and videos are not the "
+    "ones the model had here."
+)
 
 
 def no_extras(turns: list[dict]) -> tuple:
@@ -78,6 +84,14 @@ class ChatTab:
     cleared: Mapping = field(default_factory=dict)
     extra_outputs: tuple = ()
     render_extra: Callable[[list[dict]], tuple] = no_extras
+
+
+def missing_file(tab: ChatTab) -> str:
+    """What the tab says to a new question without its file (tab_helpers.new_images, and
+    video_chat.collect_video_turn): the same for Regenerate on a restored question."""
+    if "image" in tab.file_types:
+        return ADD_AN_IMAGE
+    return ADD_A_VIDEO
 
 
 def typed(turn: dict) -> str:
@@ -349,6 +363,8 @@ class ChatPanel:
             raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
         with refusals():
             check_client_jobs(request)
+        if turns[-2].get("restored") and media_missing(turns):  # the model would not see them
+            raise gr.Error(missing_file(self.tab), print_exception=False)
         question = {**turns[-2], "reasoning": bool(reasoning), "previous_answer": turns[-1]}
         question["answer_style"] = normalize_style(answer_style)
         return self.shown([*turns[:-2], question])
@@ -376,16 +392,24 @@ class ChatPanel:
         if owner is None or turns[owner[0]]["role"] != "assistant":
             return self.shown(turns)  # a question, or an answer on its way: nothing to mark
         turns, pair = with_feedback(turns, *owner, FEEDBACK.get(like.liked))
+        before = turns[: owner[0]]
         if pair and self.feedback is not None:
-            self.keep_pair(turns[: owner[0]], *pair, model, settings_record(system_prompt, *values))
+            # Text from the browser's storage, or a question whose media are gone: no pair.
+            if any(answer.get("restored") for answer in pair) or media_missing(before):
+                gr.Info(NOT_A_PAIR)
+            else:
+                self.keep_pair(before, *pair, model, settings_record(system_prompt, *values))
         return {**self.shown(turns), **self.no_downloads(), **self.extras(turns)}
 
     def keep_pair(
         self, before: list[dict], chosen: dict, rejected: dict, model: str, settings: dict
     ) -> None:
         """Write one preference pair: the question (the last turn of `before`) with every image
-        and the video the model had seen by then."""
+        and the video the model had seen by then, and the questions before it."""
         question = before[-1]
+        earlier = [turn["text"] for turn in before[:-1] if turn["role"] == "user"]
+        if earlier:  # a follow-up: the question alone lacks its context (as Compare keeps it)
+            settings = {**settings, "earlier_questions": earlier}
         media = [path for turn in before for path in turn.get("images") or ()]
         video = next((t["video"] for t in reversed(before) if t.get("video")), None)
         if video:  # sampled as the model saw it
@@ -458,7 +482,6 @@ class ChatPanel:
             return
         # After Regenerate the question brings the answers it had: kept, never sent.
         previous = turns[-1].get("previous_answer")
-        earlier = earlier_answers(previous) if previous else []
         asked = [*turns[:-1], without_previous(turns[-1])]
         key = self.key(request)
         started: list[TextStream] = []
@@ -484,7 +507,7 @@ class ChatPanel:
                 for text, stats in steps:
                     reader.check()
                     answer = assistant_turn(text, stats.summary() if stats else None, model)
-                    shown = [*asked, with_earlier_answers(answer, earlier)]
+                    shown = [*asked, with_earlier_answers(answer, previous)]
                     updates = self.shown(shown)
                     # Extras (the grounding drawing) a few times a second while the model
                     # holds its slot; the last one is drawn after it (see _generate_after).

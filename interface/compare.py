@@ -272,6 +272,10 @@ def comparison(
     """The latest comparison, as a vote reads it: its last question and the two answers
     (`turns`: both sides' conversations, each ending with the question and its answer)."""
     questions = [typed(turn) for turn in turns[0] if turn["role"] == "user"]
+    kept_settings = {**dataclasses.asdict(settings), "answer_style": style}
+    video = turns[0][0].get("video")
+    if video:  # the store samples the frames the model saw, as ChatPanel.keep_pair does
+        kept_settings |= {key: video[key] for key in ("num_frames", "start", "end")}
     return {
         "id": uuid.uuid4().hex,
         "media": media_of(turns[0]),
@@ -283,7 +287,7 @@ def comparison(
             {"system_prompt": answer.system_prompt, "reasoning": side[-2]["reasoning"]}
             for answer, side in zip(answers, turns, strict=True)
         ],
-        "settings": {**dataclasses.asdict(settings), "answer_style": style},
+        "settings": kept_settings,
         "stopped": any(answer.stats is None or answer.stats.stopped for answer in answers),
     }
 

@@ -11,6 +11,9 @@ answer in use (the only one the model sees in later turns), "alternatives" the o
 answer in use among them (1 for the first answer given). While the new answer is on its way,
 the question holds the answer it replaces as "previous_answer".
 
+A conversation restored from the browser's history (interface.history) has every turn marked
+"restored", and its questions hold their media's names ("media") and thumbnails, not the files.
+
 The chatbot display is always derived from it (`chat_view`, `to_chatbot`).
 """
 
@@ -60,7 +63,7 @@ def assistant_turn(text: str, stats: str | None = None, model: str | None = None
 
 # -- alternatives and feedback ----------------------------------------------------------------
 
-ANSWER_FIELDS = ("text", "stats", "model", "feedback", "number")
+ANSWER_FIELDS = ("text", "stats", "model", "feedback", "number", "restored")
 FEEDBACK = {True: "like", False: "dislike"}  # gr.LikeData.liked; "" (taken back) is None
 
 
@@ -78,11 +81,22 @@ def number_of(answer: dict) -> int:
     return answer["number"]
 
 
-def with_earlier_answers(answer: dict, earlier: list[dict]) -> dict:
-    """A new answer turn that keeps the `earlier` answers to its question as alternatives."""
-    if not earlier:
+def with_earlier_answers(answer: dict, previous: dict | None) -> dict:
+    """A new answer turn to a question asked again: the answers of `previous` (the answer
+    turn it replaces) become its alternatives, and the pairs already written stay known."""
+    if not previous:
         return answer
-    return {**answer, "alternatives": earlier, "number": len(earlier) + 1}
+    earlier = earlier_answers(previous)
+    kept = {**answer, "alternatives": earlier, "number": len(earlier) + 1}
+    if previous.get("pairs"):
+        kept["pairs"] = previous["pairs"]
+    return kept
+
+
+def media_missing(turns: list[dict]) -> bool:
+    """Some question was about images or a video the conversation no longer holds (restored
+    from the browser's history, which keeps their names only)."""
+    return any(turn.get("media") for turn in turns)
 
 
 def with_feedback(

@@ -24,6 +24,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
 
 import gradio as gr
@@ -37,14 +38,23 @@ from model_backend.styles import normalize_style
 MAX_ENTRIES = 50  # conversations per tab
 MAX_STORE_BYTES = 600_000  # per tab, as JSON: 4 tabs, base64-encrypted (4/3), fit in 5 MB
 MAX_ENTRY_BYTES = 120_000  # one conversation: its oldest turns are left out beyond that
+MAX_TURNS = 100  # one conversation: its oldest turns are left out beyond that too
 MAX_TEXT_CHARS = 4000  # per turn
 MAX_THUMBNAILS = 8  # per conversation
 THUMBNAIL_SIDE = 96  # pixels, the long side
+MAX_THUMBNAIL_CHARS = 20_000  # one thumbnail's data URL (a few thousand characters in practice)
 TITLE_CHARS = 60
 # Fixed, so that the history outlives a server restart. BrowserState sends its secret to the
 # page, so it protects nothing from the page itself; it only scrambles the stored text.
 STORAGE_SECRET = "internvl-demo-history"
 THUMBNAIL_URL = re.compile(r"data:image/jpeg;base64,[A-Za-z0-9+/]+={0,2}")
+# An answer's figures as GenerationStats.summary() writes them: nothing else from the browser
+# reaches the chat under an answer.
+NUMBER = r"\d[\d,]*(?:\.\d+)?"
+STATS = re.compile(
+    rf"{NUMBER} tokens(?: · {NUMBER} prompt tokens reused)?(?: · {NUMBER} s to first token)?"
+    rf"(?: · {NUMBER} tokens/s)?(?: · stopped)?"
+)
 NOT_SAVED = "No saved conversation yet: each one is saved here when an answer completes."
 
 
@@ -109,17 +119,23 @@ def stored_turn(turn: dict) -> dict:
     }
     if "typed" in turn:  # grounding: what was typed, besides the prompt built from it
         stored["typed"] = capped(turn["typed"])
-    names = [Path(path).name for path in turn.get("images") or ()]
+    names = media_names(turn)
     thumbnails = [image_thumbnail(path) for path in turn.get("images") or ()]
     if turn.get("video"):
-        names.append(Path(turn["video"]["path"]).name)
         thumbnails.append(video_thumbnail(turn["video"]))
-    names += turn.get("media") or []
     thumbnails += turn.get("thumbnails") or []
     if names:
         stored["media"] = names
         stored["thumbnails"] = [url for url in thumbnails if url]
     return stored
+
+
+def media_names(turn: dict) -> list[str]:
+    """The names of a question's images and video (a restored question keeps only these)."""
+    names = [Path(path).name for path in turn.get("images") or ()]
+    if turn.get("video"):
+        names.append(Path(turn["video"]["path"]).name)
+    return names + list(turn.get("media") or ())
 
 
 def title_of(turns: list[dict]) -> str:
@@ -134,11 +150,17 @@ def title_of(turns: list[dict]) -> str:
 
 
 def make_entry(turns: list[dict], entry_id: str, saved_at: float | None = None) -> dict:
-    """A conversation as one stored entry, within MAX_ENTRY_BYTES (its oldest exchanges are
-    left out if needed) and MAX_THUMBNAILS."""
+    """A conversation as one stored entry, within the limits (see `bounded`)."""
     stored = [stored_turn(turn) for turn in turns]
-    entry = {"id": entry_id, "time": saved_at, "title": title_of(turns), "turns": stored}
-    while json_bytes(entry) > MAX_ENTRY_BYTES and len(entry["turns"]) > 2:
+    return bounded({"id": entry_id, "time": saved_at, "title": title_of(turns), "turns": stored})
+
+
+def bounded(entry: dict) -> dict:
+    """The entry within MAX_TURNS and MAX_ENTRY_BYTES (its oldest exchanges are left out if
+    needed) and MAX_THUMBNAILS. Applied when saving and to what the browser sends back."""
+    while len(entry["turns"]) > 2 and (
+        len(entry["turns"]) > MAX_TURNS or json_bytes(entry) > MAX_ENTRY_BYTES
+    ):
         entry["turns"] = entry["turns"][2:]  # one question and its answer
         entry["partial"] = True
     kept = MAX_THUMBNAILS
@@ -159,8 +181,12 @@ def saved(entries: list[dict], entry: dict, now: float) -> list[dict]:
         entry["title"] = old["title"]
         if old.get("partial"):
             entry["partial"] = True
-    kept = [entry] + [e for e in entries if e["id"] != entry["id"]]
-    kept = kept[:MAX_ENTRIES]
+    return newest([entry] + [e for e in entries if e["id"] != entry["id"]])
+
+
+def newest(entries: list[dict]) -> list[dict]:
+    """The first entries, within MAX_ENTRIES and MAX_STORE_BYTES."""
+    kept = entries[:MAX_ENTRIES]
     while len(kept) > 1 and json_bytes(kept) > MAX_STORE_BYTES:
         kept.pop()
     return kept
@@ -187,20 +213,20 @@ def choices(entries: list[dict]) -> list[tuple[str, str]]:
 
 def restored_turns(entry: dict) -> list[dict]:
     """The entry's turns as the chat panel keeps them, without media (the files must be
-    attached again); user turns keep their media's names and thumbnails."""
+    attached again); user turns keep their media's names and thumbnails. Every turn is marked
+    "restored": its text comes from the browser, so it never goes into a preference pair."""
     turns = []
     for stored in entry["turns"]:
         if stored["role"] == "assistant":
-            answer = assistant_turn(stored["text"], stored.get("stats"), stored.get("model"))
+            turn = assistant_turn(stored["text"], stored.get("stats"), stored.get("model"))
             if stored.get("feedback") in FEEDBACK_MARKS:
-                answer["feedback"] = stored["feedback"]
-            turns.append(answer)
-            continue
-        turn = user_turn(stored["text"], (), None, stored["reasoning"], stored["answer_style"])
-        for key in ("typed", "media", "thumbnails"):
-            if key in stored:
-                turn[key] = stored[key]
-        turns.append(turn)
+                turn["feedback"] = stored["feedback"]
+        else:
+            turn = user_turn(stored["text"], (), None, stored["reasoning"], stored["answer_style"])
+            for key in ("typed", "media", "thumbnails"):
+                if key in stored:
+                    turn[key] = stored[key]
+        turns.append({**turn, "restored": True})
     return turns
 
 
@@ -231,14 +257,10 @@ def restore_notice(entry: dict) -> str:
     return "<div class='history-notice'>" + "".join(lines) + "</div>"
 
 
-def start_of(turns: list[dict]) -> list:
-    """How a conversation starts: its first question and the names of its media (the same
-    for a restored conversation as for the one it was saved from)."""
-    first = next(t for t in turns if t["role"] == "user")
-    names = [Path(path).name for path in first.get("images") or ()]
-    if first.get("video"):
-        names.append(Path(first["video"]["path"]).name)
-    return [first["text"], names + list(first.get("media") or ())]
+def questions_of(turns: list[dict]) -> list[list]:
+    """A conversation's questions and the names of their media (the same for a restored
+    conversation as for the one it was saved from)."""
+    return [[turn["text"], media_names(turn)] for turn in turns if turn["role"] == "user"]
 
 
 def answered(turns: list[dict]) -> bool:
@@ -246,29 +268,36 @@ def answered(turns: list[dict]) -> bool:
     return bool(turns) and turns[-1]["role"] == "assistant" and turns[-1].get("stats") is not None
 
 
-def valid_entries(value) -> list[dict]:
+def valid_entries(value, models: Collection[str]) -> list[dict]:
     """What the browser sent, kept only where it has the stored shape (it may be old, or
-    edited by hand): its text capped, thumbnails only as JPEG data URLs."""
+    edited by hand), within the limits of what is saved: its text capped, thumbnails only as
+    JPEG data URLs, figures only as the demo writes them, and only `models` as models."""
     entries = []
     for raw in value if isinstance(value, list) else []:
         try:
-            entry = clean_entry(raw)
+            entry = clean_entry(raw, models)
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
         if entry["turns"] and entry["id"] not in {e["id"] for e in entries}:
             entries.append(entry)
-    return entries[:MAX_ENTRIES]
+        if len(entries) == MAX_ENTRIES:
+            break
+    return newest(entries)
 
 
-def clean_entry(raw: dict) -> dict:
+def clean_entry(raw: dict, models: Collection[str]) -> dict:
     turns = []
-    for stored in raw["turns"]:
+    partial = len(raw["turns"]) > MAX_TURNS
+    for stored in raw["turns"][-MAX_TURNS:]:  # the newest: a sent list may be of any length
         role, text = stored["role"], stored["text"]
         if role not in ("user", "assistant") or not isinstance(text, str):
             raise ValueError(role)
         turn = {"role": role, "text": capped(text)}
         if role == "assistant":
-            turn.update({k: str(stored[k]) for k in ("stats", "model") if stored.get(k)})
+            if isinstance(stored.get("stats"), str) and STATS.fullmatch(stored["stats"]):
+                turn["stats"] = stored["stats"]
+            if stored.get("model") in models:
+                turn["model"] = stored["model"]
             if stored.get("feedback") in FEEDBACK_MARKS:
                 turn["feedback"] = stored["feedback"]
         else:
@@ -277,9 +306,12 @@ def clean_entry(raw: dict) -> dict:
             if isinstance(stored.get("typed"), str):
                 turn["typed"] = capped(stored["typed"])
             if stored.get("media"):
-                turn["media"] = [capped(str(name), 200) for name in stored["media"]][:16]
-                urls = [u for u in stored.get("thumbnails", ()) if isinstance(u, str)]
-                turn["thumbnails"] = [u for u in urls if THUMBNAIL_URL.fullmatch(u)]
+                turn["media"] = [capped(str(name), 200) for name in stored["media"][:16]]
+                thumbnails = stored.get("thumbnails", ())[:MAX_THUMBNAILS]
+                urls = [u for u in thumbnails if isinstance(u, str)]
+                turn["thumbnails"] = [
+                    u for u in urls if len(u) <= MAX_THUMBNAIL_CHARS and THUMBNAIL_URL.fullmatch(u)
+                ]
         turns.append(turn)
     entry = {
         "id": str(raw["id"])[:40],
@@ -287,9 +319,9 @@ def clean_entry(raw: dict) -> dict:
         "title": capped(" ".join(str(raw["title"]).split()), TITLE_CHARS),
         "turns": turns,
     }
-    if raw.get("partial"):
+    if partial or raw.get("partial"):
         entry["partial"] = True
-    return entry
+    return bounded(entry)
 
 
 # -- the panel ---------------------------------------------------------------------------------
@@ -311,7 +343,8 @@ class History:
         self.store = gr.BrowserState(
             [], storage_key=f"internvl-demo-history-v1-{name}", secret=STORAGE_SECRET
         )
-        self.current = gr.State(None)  # the shown conversation's id and start (start_of)
+        # The shown conversation's saved id and questions (questions_of); None after Clear.
+        self.current = gr.State(None)
         self.pending = gr.State(None)  # that conversation as an entry, once it has an answer
         with gr.Accordion(
             "History (kept in this browser)", open=False, elem_id=f"{name}-history"
@@ -347,6 +380,8 @@ class History:
     def wire(self, panel, notice: gr.Markdown) -> None:
         """Save the panel's conversation when an answer completes; restore, delete, clear."""
         self.panel, self.notice = panel, notice
+        # Only these models are taken from the browser as an answer's model.
+        self.models = {*panel.backend.models, panel.backend.info.model}
         quick = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
         # The panel's state changes with every streamed update: this cheap check runs on the
         # server (a State is not sent by the page), queued (only queued events tell the page
@@ -387,7 +422,7 @@ class History:
             lambda: {self.store: [], **self.listed([])}, None, [self.store, *self.outputs], **quick
         )
         for trigger in (panel.clear_btn.click, panel.chatbot.clear):  # a new conversation
-            trigger(lambda: gr.Markdown(visible=False), None, notice, **quick)
+            trigger(self.cleared, None, [notice, self.current], **quick)
 
     @property
     def outputs(self) -> list:
@@ -395,24 +430,31 @@ class History:
 
     def load(self, value) -> dict:
         """The list, when the page opens with what the browser kept."""
-        return self.listed(valid_entries(value))
+        return self.listed(valid_entries(value, self.models))
 
     # -- handlers --------------------------------------------------------------------------
 
+    def cleared(self) -> dict:
+        """Clear: the next conversation is a new one, whatever its first question."""
+        return {self.notice: gr.Markdown(visible=False), self.current: None}
+
     def observe(self, turns: list[dict], current: dict | None) -> dict:
         """The conversation as an entry once an answer completed: under the id it was saved
-        with while it starts with the same question (Clear and a new question make a new
-        one; a restored conversation that goes on keeps its id)."""
+        with while it goes on from every question saved (a follow-up, Regenerate, a like; a
+        restored conversation too), else under a new one, so that it never overwrites
+        another (after Undo, the shortened conversation is saved beside the longer one)."""
+        if not turns:  # emptied: whatever comes next is a new conversation
+            return {self.current: None, self.pending: gr.skip()}
         if not answered(turns):
             return {self.current: gr.skip(), self.pending: gr.skip()}
-        start = start_of(turns)
-        same = current and current["start"] == start
+        questions = questions_of(turns)
+        same = current and questions[: len(current["questions"])] == current["questions"]
         entry_id = current["id"] if same else uuid.uuid4().hex[:12]
         entry = make_entry(turns, entry_id)
-        return {self.current: {"id": entry_id, "start": start}, self.pending: entry}
+        return {self.current: {"id": entry_id, "questions": questions}, self.pending: entry}
 
     def save(self, entry: dict | None, value) -> dict:
-        entries = valid_entries(value)
+        entries = valid_entries(value, self.models)
         if entry is None:
             return {self.store: gr.skip(), **self.listed(entries)}
         old = find(entries, entry["id"])
@@ -424,7 +466,7 @@ class History:
     def restore(
         self, entry_id: str, value, turns: list[dict], current: dict | None, request: gr.Request
     ):
-        entries = valid_entries(value)
+        entries = valid_entries(value, self.models)
         entry = find(entries, entry_id)
         skip = {self.panel.state: gr.skip()}
         if turns and not answered(turns):
@@ -436,12 +478,12 @@ class History:
         updates = self.panel.clear(request)  # the question box, downloads, media boxes
         updates.update(self.panel.shown(restored))
         updates.update(self.panel.extras(restored))
-        updates[self.current] = {"id": entry["id"], "start": start_of(restored)}
+        updates[self.current] = {"id": entry["id"], "questions": questions_of(restored)}
         updates[self.notice] = gr.Markdown(restore_notice(entry), visible=True)
         return updates
 
     def delete(self, entry_id: str | None, value) -> dict:
-        entries = valid_entries(value)
+        entries = valid_entries(value, self.models)
         if find(entries, entry_id) is None:
             return {self.store: gr.skip(), **self.listed(entries)}
         entries = without(entries, entry_id)

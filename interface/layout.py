@@ -58,9 +58,9 @@ def header_markdown(info: BackendInfo) -> str:
 def feedback_markdown(folder: str) -> str:
     """What the page says when votes are kept: plainly, near the header."""
     return (
-        "🗳️ **Votes are kept on this server.** When you vote in the Compare tab, or like or "
-        "dislike one of two answers to a question, the question, both answers and the images "
-        f"or video they concern are saved on this server (in `{folder}`) as preference data "
+        "🗳️ **Votes are kept on this server.** When you vote in the Compare tab, or like one "
+        "of two answers to a question (after Regenerate), the question, both answers and the "
+        f"images or video they concern are saved on this server (in `{folder}`) as preference data "
         "for training models. Nothing is kept for answers you do not vote on."
     )
 

@@ -205,5 +205,6 @@ def safe_text(text: str) -> str:
 
 
 def stats_line(summary: str) -> str:
-    """The small line under an answer: tokens, time to first token, tokens/s."""
-    return f"\n\n<sub>{summary}</sub>"
+    """The small line under an answer: tokens, time to first token, tokens/s. (Made safe
+    like an answer: a restored conversation's figures come from the browser.)"""
+    return f"\n\n<sub>{safe_prose(summary)}</sub>"

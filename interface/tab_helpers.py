@@ -9,6 +9,8 @@ from interface.conversation import conversation_paths
 from interface.examples import tab_examples
 from model_backend.errors import InputError
 
+ADD_AN_IMAGE = "Please add an image first (upload, paste or webcam)."
+ADD_A_VIDEO = "Please add a video first."
 EXAMPLES_LABEL = "Examples (click one, then press Send)"
 
 
@@ -41,7 +43,7 @@ def new_images(message: dict, turns: list[dict], image: str | None) -> list[str]
     if image and image not in sent:
         return [image]
     if not sent:
-        raise InputError("Please add an image first (upload, paste or webcam).")
+        raise InputError(ADD_AN_IMAGE)
     return []
 
 

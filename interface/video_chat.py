@@ -12,7 +12,7 @@ from interface.conversation import history_to_turns, to_clip, user_turn, video_d
 from interface.history import History, restore_notice_box
 from interface.preferences import PreferenceStore
 from interface.settings import build_settings
-from interface.tab_helpers import question_text, show_examples
+from interface.tab_helpers import ADD_A_VIDEO, question_text, show_examples
 from model_backend.base import (
     MAX_FRAMES,
     MAX_TILES_PER_FRAME,
@@ -66,7 +66,7 @@ def collect_video_turn(
     if not path:
         if latest_video(turns):
             return user_turn(text)
-        raise InputError("Please add a video first.")
+        raise InputError(ADD_A_VIDEO)
     clip = video_dict(
         path, num_frames, optional_seconds(start), optional_seconds(end), tiles_per_frame
     )

@@ -252,6 +252,23 @@ def test_stop_ends_both_answers(tiny_app, slow_backend):
     assert wait_until(lambda: not generate_threads(), timeout=15), "nothing keeps running"
 
 
+def test_cancelling_a_compare_job_stops_the_model(tiny_client, slow_backend, stream_spy):
+    job = tiny_client.submit(
+        "Describe the image.", images=[handle_file(CAT)], max_new_tokens=4000, api_name="/compare"
+    )
+    left_started = lambda: any(output[0] for output in job.outputs())  # noqa: E731
+    assert wait_until(left_started, timeout=60), "the left answer should start streaming"
+    job.cancel()
+    assert wait_until(lambda: not generate_threads(), timeout=15), "nothing keeps generating"
+    # The right answer was never started, and the model answers the next request.
+    assert len(stream_spy) == 1
+    left, right, *_ = tiny_client.predict(
+        "What is it?", images=[handle_file(CAT)], max_new_tokens=4, api_name="/compare"
+    )
+    assert left and right
+    assert [call.conversation.turns[-1].text for call in stream_spy[1:]] == ["What is it?"] * 2
+
+
 def test_both_answers_stream_at_the_same_time_on_an_engine(gradio_temp_dir):
     backend = ScriptedBackend("An answer that takes a while. " * 4, seconds_per_piece=0.02)
     with compare_app(backend, concurrency_limit=2) as (demo, url), client_of(url) as client:
@@ -321,6 +338,43 @@ def test_a_vote_writes_the_pair_with_the_winner_chosen(scripted_client, store):
     with pytest.raises(AppError, match="already voted on this comparison"):
         scripted_client.predict("left", api_name="/compare_vote")
     assert len(store.pairs) == 1
+
+
+def test_a_vote_on_a_video_keeps_the_frames_the_model_saw(scripted_client, store):
+    scripted_client.predict(
+        "What does the ball do?",
+        video=handle_file(BOUNCING_BALL),
+        num_frames=4,
+        left_model=SMALL,
+        right_model=LARGE,
+        api_name="/compare",
+    )
+    scripted_client.predict("left", api_name="/compare_vote")
+    (pair,) = store.pairs
+    assert [Path(media).name for media in pair["media"]] == [Path(BOUNCING_BALL).name]
+    settings = pair["settings"]
+    assert (settings["num_frames"], settings["start"], settings["end"]) == (4, None, None)
+
+
+def test_a_video_pair_in_the_store_has_as_many_frames_as_the_model_saw(tmp_path, gradio_temp_dir):
+    from interface.preferences import PreferenceStore
+
+    store = PreferenceStore(tmp_path / "feedback")
+    backend = ModelNamingBackend("", models=[SMALL, LARGE])
+    with compare_app(backend, feedback=store) as (_, url), client_of(url) as client:
+        client.predict(
+            "What does the ball do?",
+            video=handle_file(BOUNCING_BALL),
+            num_frames=5,
+            right_model=LARGE,
+            api_name="/compare",
+        )
+        client.predict("right", api_name="/compare_vote")
+    (pair,) = store.pairs()
+    assert len(pair["image"]) == 5  # the frames, as JPEG pictures in images/
+    assert pair["question"].startswith("Frame1: <image>\n")
+    assert pair["question"].count("<image>") == 5
+    assert all((store.folder / frame).is_file() for frame in pair["image"])
 
 
 def test_a_tie_or_two_bad_answers_write_no_pair(scripted_client, store):

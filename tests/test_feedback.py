@@ -4,12 +4,13 @@ prefer: the chat panel's handlers called directly (no browser), on the scripted 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import gradio as gr
 import pytest
 
-from interface.chat import ChatPanel, ChatTab
+from interface.chat import ChatPanel, ChatTab, missing_file
 from interface.conversation import (
     assistant_turn,
     chat_view,
@@ -19,9 +20,12 @@ from interface.conversation import (
 )
 from interface.export import write_exports
 from interface.grounding_chat import latest_answer_and_image
+from interface.history import make_entry, restored_turns
+from interface.image_chat import collect_image_turn
 from interface.settings import SETTING_NAMES
+from interface.video_chat import VIDEO_TYPES, collect_video_turn
 from model_backend.base import GenerationSettings
-from model_backend.errors import GenerationError
+from model_backend.errors import GenerationError, InputError
 from tests.conftest import CAT
 from tests.scripted_backend import ScriptedBackend
 
@@ -246,3 +250,67 @@ def test_the_export_shows_likes_and_the_answers_not_used(panel):
     assert "## Assistant · 👍 liked · answer 1 of 2, in use\n\n\nA cat.\n" in markdown
     assert "### Assistant · answer 2 of 2, not used\n\nA dog.\n" in markdown
     assert "## Assistant · 👎 disliked\n\n\nYes.\n" in markdown
+
+
+def test_a_like_on_a_follow_up_keeps_the_questions_before_it(panel, store):
+    turns = answered(panel, [*first_exchange(panel), user_turn("Sure?")])
+    turns = regenerated(panel, turns, "Yes.")
+    liked(panel, turns, message_of(turns, 3, 0))
+    (pair,) = store.pairs
+    assert pair["question"] == "Sure?" and pair["settings"]["earlier_questions"] == ["What is it?"]
+    assert pair["media"] == [CAT]
+
+
+def test_a_pair_is_written_once_even_after_another_regenerate(panel, store):
+    turns = regenerated(panel, first_exchange(panel), "A dog.")
+    turns, _ = liked(panel, turns, message_of(turns, 1, 0))  # 1 over 2
+    turns = regenerated(panel, turns, "A fox.")
+    turns, _ = liked(panel, turns, message_of(turns, 1, 1))  # 2 over 3
+    turns, _ = liked(panel, turns, message_of(turns, 1, 0))  # 1 over 2 again: known
+    assert [(p["chosen"], p["rejected"]) for p in store.pairs] == [
+        ("A cat.", "A dog."),
+        ("A dog.", "A fox."),
+    ]
+
+
+def browser_copy(turns: list[dict], **forged) -> list[dict]:
+    """The conversation as restored from the browser's history, its first answer edited there."""
+    entry = json.loads(json.dumps(make_entry(turns, "saved")))
+    entry["turns"][1].update(forged)
+    return restored_turns(entry)
+
+
+@pytest.fixture
+def infos(monkeypatch) -> list[str]:
+    shown: list[str] = []
+    monkeypatch.setattr(gr, "Info", shown.append)
+    return shown
+
+
+def test_text_restored_from_the_browser_never_becomes_a_pair(panel, store, infos):
+    text_only = answered(panel, [user_turn("Tell me a joke.")])
+    restored = browser_copy(text_only, text="FORGED chosen text", model="GPT-9")
+    turns = regenerated(panel, restored, "A joke.")
+    turns, marks = liked(panel, turns, message_of(turns, 1, 0))
+    assert turns[1]["text"] == "FORGED chosen text" and marks == [None, "Like"]  # chosen...
+    assert store.pairs == [] and "not kept as a preference pair" in infos[0]  # ...not kept
+    turns, _ = liked(panel, turns, message_of(turns, 1, 0))  # the new answer over it
+    assert store.pairs == [] and len(infos) == 2
+
+
+def test_a_restored_question_without_its_image_is_not_asked_again(panel, store, infos):
+    restored = browser_copy(first_exchange(panel))
+    with pytest.raises(InputError) as refused:
+        collect_image_turn({"text": "And now?"}, restored, None)  # a new question
+    with pytest.raises(gr.Error, match=re.escape(str(refused.value))):
+        panel.drop_answer(restored, False, "Default", None)
+    video_tab = ChatTab("video", lambda message, turns: {}, "", file_types=tuple(VIDEO_TYPES))
+    with pytest.raises(InputError, match=re.escape(missing_file(video_tab))):
+        collect_video_turn({"text": "And now?"}, [], None, 8, None, None, 1)
+
+    # With the image attached again a follow-up is answered, but its pair would lack the
+    # image of the first question: none is written.
+    turns = answered(panel, [*restored, collect_image_turn({"text": "Sure?"}, restored, CAT)])
+    turns = regenerated(panel, turns, "Yes.")
+    liked(panel, turns, message_of(turns, 3, 0))
+    assert store.pairs == [] and infos

@@ -15,9 +15,13 @@ from interface import history
 from interface.conversation import assistant_turn, user_turn, video_dict
 from interface.grounding_chat import collect_grounding_turn
 from interface.image_chat import collect_image_turn
+from interface.rendering import stats_line
 from interface.video_chat import collect_video_turn
 from model_backend.errors import InputError
+from model_backend.types import GenerationStats
 from tests.conftest import BOUNCING_BALL, CAT, COFFEE
+
+MODELS = {"InternVL2_5-1B"}  # the models the demo serves
 
 
 def answer(text: str = "A cat on a sofa.") -> dict:
@@ -156,10 +160,11 @@ def test_what_the_browser_sends_is_checked():
     bad_thumbnail["id"] = "svg"
     bad_thumbnail["turns"][0]["thumbnails"] = ["data:image/svg+xml;base64,PHN2Zz4="]
     value = [good, "junk", {"id": "x"}, {"id": "y", "title": "t", "turns": [{"role": "robot"}]}]
-    entries = history.valid_entries([*value, bad_thumbnail, good])
+    entries = history.valid_entries([*value, bad_thumbnail, good], MODELS)
     assert [e["id"] for e in entries] == ["ok", "svg"]
     assert entries[1]["turns"][0]["thumbnails"] == []
-    assert history.valid_entries(None) == [] and history.valid_entries({"a": 1}) == []
+    assert history.valid_entries(None, MODELS) == []
+    assert history.valid_entries({"a": 1}, MODELS) == []
     notice = history.restore_notice(entries[0])
     assert "<b>" not in notice and "&lt;b&gt;Hi&lt;/b&gt;" in notice
 
@@ -213,7 +218,87 @@ def test_likes_survive_a_reload_and_nothing_else_is_taken_as_one():
     entry = history.make_entry(turns, "abc")
     from_browser = json.loads(json.dumps(entry))  # as the browser gives it back
     from_browser["turns"][3]["feedback"] = "<script>"  # tampered with in the browser
-    (cleaned,) = history.valid_entries([from_browser])
+    (cleaned,) = history.valid_entries([from_browser], MODELS)
     restored = history.restored_turns(cleaned)
     assert restored[1]["feedback"] == "like"
     assert restored[3].get("feedback") is None
+
+
+def test_a_new_conversation_never_overwrites_a_saved_one():
+    import gradio as gr
+
+    from interface.chat import ChatPanel, ChatTab
+    from tests.scripted_backend import ScriptedBackend
+
+    with gr.Blocks() as demo:
+        tab = ChatTab(name="chat", collect_turn=lambda message, turns: {}, placeholder="")
+        panel = ChatPanel(ScriptedBackend("ok"), tab)
+        saved = history.History("chat")
+        saved.wire(panel, history.restore_notice_box("chat"))
+
+    def observed(turns, current):
+        updates = saved.observe(turns, current)
+        return updates[saved.current], updates[saved.pending]
+
+    first = [user_turn("What is in this image?", [CAT]), answer()]
+    current, entry = observed(first, None)
+    # A follow-up, Regenerate and a like go on under the same id.
+    longer = [*first, user_turn("Colour?"), answer("Grey.")]
+    assert observed(longer, current)[1]["id"] == entry["id"]
+    current, _ = observed(longer, current)
+    again = [*first, user_turn("Colour?"), {**answer("Black."), "feedback": "like"}]
+    assert observed(again, current)[1]["id"] == entry["id"]
+
+    # The same first question in another conversation is not the saved one.
+    other = [user_turn("What is in this image?", [CAT]), answer("A dog.")]
+    assert observed(other, current)[1]["id"] != entry["id"]
+
+    # Clear (the button or the chatbot's own) forgets which conversation was saved.
+    for block, event in ((panel.clear_btn, "click"), (panel.chatbot, "clear")):
+        (clear,) = [
+            fn
+            for fn in demo.fns.values()
+            if (block._id, event) in map(tuple, fn.targets) and saved.current in fn.outputs
+        ]
+        assert clear.fn()[saved.current] is None
+    assert observed([], current)[0] is None  # emptied by any other way too
+    assert observed(first, None)[1]["id"] != entry["id"]
+
+
+def test_figures_and_models_from_the_browser_are_kept_only_as_the_demo_writes_them():
+    stats = GenerationStats(1234, 50, 0.25, 3.0, stopped=True, reused_tokens=2048).summary()
+    good = history.make_entry([user_turn("Q"), assistant_turn("A", stats, "InternVL2_5-1B")], "g")
+    forged = json.loads(json.dumps(good))
+    forged["id"] = "f"
+    forged["turns"][1].update(stats="<img src=x onerror=alert(1)> ![](http://evil/x.png)")
+    forged["turns"][1].update(model="GPT-9")
+    kept, cleaned = history.valid_entries([good, forged], MODELS)
+    assert kept["turns"][1]["stats"] == stats and kept["turns"][1]["model"] == "InternVL2_5-1B"
+    assert "stats" not in cleaned["turns"][1] and "model" not in cleaned["turns"][1]
+    # Figures are made safe where they are shown, too.
+    line = stats_line("<img src=x onerror=alert(1)> ![](http://evil/x.png)")
+    assert "<img" not in line and "\\![" in line  # a tag and an image shown as text
+
+
+def test_what_the_browser_sends_is_bounded_like_what_is_saved():
+    many = [turn for n in range(5000) for turn in (user_turn(f"Q{n}"), answer(f"A{n}"))]
+    raw = json.loads(json.dumps({"id": "many", "time": None, "title": "t", "turns": []}))
+    raw["turns"] = [history.stored_turn(turn) for turn in many]
+    (entry,) = history.valid_entries([raw], MODELS)
+    assert len(entry["turns"]) == history.MAX_TURNS and entry["partial"]
+    assert entry["turns"][-1]["text"] == "A4999"
+    assert len(history.make_entry(many, "m")["turns"]) == history.MAX_TURNS  # saved the same
+
+    huge = "data:image/jpeg;base64," + "A" * 1_000_000
+    fat = history.make_entry([user_turn("What is it?", [CAT]), answer()], "fat")
+    fat["turns"][0]["thumbnails"] = [huge] * 100
+    fat["turns"] = fat["turns"] * 40
+    (entry,) = history.valid_entries([fat], MODELS)
+    assert history.json_bytes(entry) <= history.MAX_ENTRY_BYTES
+    assert huge not in json.dumps(entry)
+
+    one = history.make_entry([user_turn("x" * 3000, [CAT, COFFEE]), answer("y" * 4000)] * 3, "")
+    big = [{**one, "id": str(n)} for n in range(history.MAX_ENTRIES * 3)]
+    entries = history.valid_entries(big, MODELS)
+    assert history.json_bytes(entries) <= history.MAX_STORE_BYTES
+    assert entries[0]["id"] == "0"

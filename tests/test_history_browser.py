@@ -1,5 +1,7 @@
 """History in a real browser: ask, reload, restore the conversation from the History panel,
-delete it, delete all. The app answers with a scripted backend (a known answer)."""
+delete it, delete all. The app answers with a scripted backend (a known answer), launched with
+the protections app.py installs (its Content-Security-Policy among them): saving and restoring
+must work under them, without a policy violation."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import os
 
 import pytest
 
-from tests.conftest import CAT, CHROMIUM, COFFEE, launched, wait_until
+from tests.conftest import CAT, CHROMIUM, COFFEE, wait_until
 from tests.scripted_backend import ScriptedBackend
+from tests.security_setup import secure_app
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -20,21 +23,31 @@ if CHROMIUM is None and not os.environ.get("CI"):
 pytestmark = pytest.mark.browser
 ANSWER = "A cat sits on a sofa."
 STORAGE_KEY = "internvl-demo-history-v1-image-chat"
+# Said on the console, which outlives the reloads.
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation",
+    (e) => console.error("CSP violation: " + e.violatedDirective + " " + e.blockedURI));
+"""
 
 
 @pytest.fixture(scope="module")
 def scripted_url(gradio_temp_dir):
-    with launched(ScriptedBackend(ANSWER)) as url:
+    with secure_app(ScriptedBackend(ANSWER)) as (_, url):
         yield url
 
 
 @pytest.fixture
 def page(browser, scripted_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_init_script(REPORT_VIOLATIONS)  # at every load, reloads included
     page = context.new_page()
+    violations = []
+    page.on("console", lambda m: m.text.startswith("CSP violation") and violations.append(m.text))
     page.set_default_timeout(30_000)
-    page.goto(scripted_url)
+    response = page.goto(scripted_url)
+    assert "script-src" in response.headers.get("content-security-policy", "")
     yield page
+    assert violations == [], "the page broke its Content-Security-Policy"
     context.close()
 
 
@@ -91,7 +104,9 @@ def test_a_conversation_survives_a_reload_and_is_restored_deleted_and_cleared(pa
     notice = page.locator("#image-chat-history-notice")
     expect(notice).to_contain_text("Restored from this browser")
     expect(notice).to_contain_text("cat.jpg")
-    expect(notice.locator("img[src^='data:image/jpeg;base64,']")).to_have_count(1)
+    thumbnail = notice.locator("img[src^='data:image/jpeg;base64,']")
+    expect(thumbnail).to_have_count(1)
+    assert wait_until(lambda: thumbnail.evaluate("img => img.complete && img.naturalWidth > 0"))
     box = page.locator("#image-chat-input textarea")
     box.fill("And the colour?")
     box.press("Enter")

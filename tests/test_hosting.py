@@ -103,6 +103,20 @@ def test_flags_and_environment(monkeypatch):
     monkeypatch.setenv("INTERNVL_ENDPOINT", "http://y/v1")
     args = app.parse_args([])
     assert args.backend == "openai" and args.endpoint == "http://y/v1"
+    monkeypatch.setenv("INTERNVL_PREFIX_CACHE_GB", "0")
+    monkeypatch.setenv("INTERNVL_FEEDBACK_DIR", "/srv/votes")
+    args = app.parse_args(["--model-pool-gb", "40"])
+    assert args.prefix_cache_gb == 0 and args.model_pool_gb == 40
+    assert args.feedback_dir == "/srv/votes"
+
+
+def test_a_feedback_folder_inside_gradios_temp_folder_is_refused(tmp_path, monkeypatch):
+    """Gradio serves the files there to anyone: the pairs and their media would be public."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    with pytest.raises(SystemExit, match="Gradio's temporary folder"):
+        app.check_feedback_dir(str(tmp_path / "gradio" / "votes"))
+    app.check_feedback_dir(str(tmp_path / "votes"))  # anywhere else is fine
+    app.check_feedback_dir(None)
 
 
 def test_auth_entries_and_the_exposure_warning(tmp_path):
