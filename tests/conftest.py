@@ -151,3 +151,25 @@ def browser():
         )
         yield browser
         browser.close()
+
+
+class FakeStore:
+    """Records the preference pairs it is given, as interface.preferences.PreferenceStore's
+    add_pair receives them."""
+
+    def __init__(self):
+        self.pairs: list[dict] = []
+
+    def add_pair(self, **pair) -> dict:
+        self.pairs.append(pair)
+        return pair
+
+
+def playwright_expect():
+    """Playwright's expect, waiting up to 30 s (a 2-core machine is slow to render)."""
+    expect = pytest.importorskip("playwright.sync_api").expect
+    expect.set_options(timeout=30_000)
+    return expect
+
+
+ARTIFACTS = REPO / "test-artifacts"  # screenshots of the browser tests

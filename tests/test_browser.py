@@ -6,23 +6,22 @@ upload an image -> ask -> watch the answer stream -> Stop -> Regenerate -> follo
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHROMIUM, EXAMPLES, REPO, generate_threads, wait_until
+from tests.conftest import (
+    ARTIFACTS,
+    EXAMPLES,
+    generate_threads,
+    playwright_expect,
+    wait_until,
+)
 
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
-expect.set_options(timeout=30_000)
-
-if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+expect = playwright_expect()
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = REPO / "test-artifacts"
 
 
 class SlowerModel:

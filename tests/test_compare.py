@@ -23,7 +23,7 @@ from interface.compare import build_compare_tab
 from interface.settings import SETTING_NAMES, default_system_prompt
 from model_backend.base import GenerationSettings
 from model_backend.styles import style_question
-from tests.conftest import BOUNCING_BALL, CAT, REPO, generate_threads, wait_until
+from tests.conftest import BOUNCING_BALL, CAT, REPO, FakeStore, generate_threads, wait_until
 from tests.scripted_backend import ScriptedBackend
 
 SMALL, LARGE = "InternVL2_5-1B", "InternVL2_5-8B"
@@ -55,17 +55,6 @@ class ModelNamingBackend(ScriptedBackend):
     def stream(self, conversation, settings, *, model=None, chat=None):
         self.reply = f"An answer from {self.check_model(model)}."  # one request at a time
         return super().stream(conversation, settings, model=model, chat=chat)
-
-
-class FakeStore:
-    """Records the preference pairs it is given (the PreferenceStore contract's add_pair)."""
-
-    def __init__(self):
-        self.pairs: list[dict] = []
-
-    def add_pair(self, **record) -> dict:
-        self.pairs.append(record)
-        return record
 
 
 @contextmanager

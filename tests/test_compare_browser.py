@@ -4,22 +4,14 @@ about an image, watch both answers arrive with their figures, vote, and be refus
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.conftest import CAT, CHROMIUM, REPO
+from tests.conftest import ARTIFACTS, CAT, playwright_expect
 from tests.test_compare import LARGE, SMALL, FakeStore, ModelNamingBackend, compare_app
 
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
-expect.set_options(timeout=30_000)
-
-if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+expect = playwright_expect()
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = REPO / "test-artifacts"
 
 
 def test_compare_and_vote(browser, gradio_temp_dir):

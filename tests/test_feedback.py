@@ -26,22 +26,11 @@ from interface.settings import SETTING_NAMES
 from interface.video_chat import VIDEO_TYPES, collect_video_turn
 from model_backend.base import GenerationSettings
 from model_backend.errors import GenerationError, InputError
-from tests.conftest import CAT
+from tests.conftest import CAT, FakeStore
 from tests.scripted_backend import ScriptedBackend
 
 VALUES = [getattr(GenerationSettings(), name) for name in SETTING_NAMES]
 MODEL = "scripted"
-
-
-class FakeStore:
-    """Records add_pair calls as interface.preferences.PreferenceStore receives them."""
-
-    def __init__(self):
-        self.pairs: list[dict] = []
-
-    def add_pair(self, **pair) -> dict:
-        self.pairs.append(pair)
-        return pair
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ like button; the follow-up question is sent with that answer, and one pair is ke
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 
 import gradio as gr
@@ -15,29 +14,12 @@ from interface.layout import CSS
 from interface.settings import build_settings
 from interface.tab_helpers import new_images, question_text
 from model_backend.base import GenerationSettings
-from tests.conftest import CAT, CHROMIUM, REPO
+from tests.conftest import ARTIFACTS, CAT, FakeStore, playwright_expect
 from tests.scripted_backend import ScriptedBackend
 
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
-expect.set_options(timeout=30_000)
-
-if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+expect = playwright_expect()
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = REPO / "test-artifacts"
-
-
-class FakeStore:
-    """Records add_pair calls as PreferenceStore receives them."""
-
-    def __init__(self):
-        self.pairs: list[dict] = []
-
-    def add_pair(self, **pair) -> dict:
-        self.pairs.append(pair)
-        return pair
 
 
 @contextmanager

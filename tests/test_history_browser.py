@@ -5,20 +5,13 @@ must work under them, without a policy violation."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from tests.conftest import CAT, CHROMIUM, COFFEE, wait_until
+from tests.conftest import CAT, COFFEE, playwright_expect, wait_until
 from tests.scripted_backend import ScriptedBackend
 from tests.security_setup import secure_app
 
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
-expect.set_options(timeout=30_000)
-
-if CHROMIUM is None and not os.environ.get("CI"):
-    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+expect = playwright_expect()
 
 pytestmark = pytest.mark.browser
 ANSWER = "A cat sits on a sofa."
