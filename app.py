@@ -2,6 +2,7 @@
 
     python app.py [--model OpenGVLab/InternVL2_5-2B-MPO-hf] [--share --auth user:pass] ...
     python app.py --backend openai --endpoint http://HOST:8000/v1   (vLLM, LMDeploy, SGLang)
+    python app.py --mcp   (also an MCP server: the endpoints as tools for agents)
 
 Every flag can also be set by an environment variable, INTERNVL_<FLAG> (for example
 INTERNVL_MODEL, INTERNVL_BACKEND, INTERNVL_ENDPOINT): a Hugging Face Space has no command line.
@@ -115,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     server.add_argument(
         "--share", action="store_true", default=env_flag("share"), help="public link"
     )
+    server.add_argument(
+        "--mcp",
+        action="store_true",
+        default=env_flag("mcp"),
+        help="also serve the API endpoints as MCP tools for agents, at /gradio_api/mcp/",
+    )
     server.add_argument("--root-path", default=env("root_path"), help="behind a reverse proxy")
     server.add_argument(
         "--auth", action="append", default=env_list("auth") or None, help="user:password"
@@ -157,6 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--backend openai needs --endpoint http://HOST:PORT/v1 (the engine's URL)")
     # Gradio's own variable shares too: treat it as --share (and warn when there is no --auth).
     args.share = args.share or os.environ.get("GRADIO_SHARE", "").strip().lower() in TRUE
+    args.mcp = args.mcp or os.environ.get("GRADIO_MCP_SERVER", "").strip().lower() in TRUE
     args.model = args.model or env_list("model") or [DEFAULT_MODEL]
     if args.concurrency is None:
         args.concurrency = 16 if args.backend == "openai" else 1
@@ -196,6 +204,21 @@ def exposure_warning(args: argparse.Namespace, auth: list) -> str | None:
             f"machine can use the demo."
         )
     return None
+
+
+def check_mcp(args: argparse.Namespace, auth: list) -> None:
+    """Refuse --mcp with --auth: MCP clients cannot log in through the login page, so every
+    tool call would be refused."""
+    if args.mcp and auth:
+        raise SystemExit(
+            "--mcp cannot be used with --auth: MCP clients cannot log in to the demo. Serve "
+            "the MCP server on 127.0.0.1 without --auth, or behind a proxy that checks clients."
+        )
+
+
+def mcp_url(app_url: str) -> str:
+    """Where MCP clients connect (Gradio's streamable HTTP transport; SSE is at .../sse)."""
+    return f"{app_url.rstrip('/')}/gradio_api/mcp/"
 
 
 def check_feedback_dir(folder: str | None) -> None:
@@ -261,6 +284,7 @@ def launch(demo, args: argparse.Namespace, auth: list) -> None:
         share=args.share,
         auth=auth or None,
         root_path=args.root_path,
+        mcp_server=args.mcp,
         max_file_size=args.max_file_size,
         show_error=True,
         css=CSS,
@@ -269,6 +293,11 @@ def launch(demo, args: argparse.Namespace, auth: list) -> None:
         **secure_launch_options(),  # Content-Security-Policy, login throttling and checks
     )
     print(f"The demo is running at {local_url}", file=sys.stderr)
+    if args.mcp:
+        if not demo.mcp_server:  # Gradio says why only when not quiet
+            demo.close()
+            raise SystemExit(demo.mcp_error or "The MCP server could not start.")
+        print(f"MCP server (for agents): {mcp_url(share_url or local_url)}", file=sys.stderr)
     if share_url:
         print(f"Public link: {share_url}", file=sys.stderr)
     elif not args.share:
@@ -281,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     auth = read_auth(args)
+    check_mcp(args, auth)
     check_feedback_dir(args.feedback_dir)
     try:
         _, demo = build_app(args)

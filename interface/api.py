@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import re
 from collections.abc import Callable
 
@@ -22,7 +23,8 @@ from interface.settings import SETTING_NAMES, default_system_prompt, make_settin
 from interface.streaming import stream_answer
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
-from model_backend.styles import DEFAULT_STYLE, normalize_style
+from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE, normalize_style
+from model_backend.types import SETTING_LIMITS
 
 # The settings in the API's own order, max_new_tokens first (kept stable for clients that pass
 # arguments by position); names and defaults are GenerationSettings'.
@@ -33,6 +35,66 @@ COMMON_NAMES = ["history", "system_prompt", "reasoning", "answer_style", *API_SE
 # paragraph each; an answer sent back in `history` loses them again.
 NOTICE_MARK = "⚠️ Notice: "
 _NOTICES = re.compile(f"^(?:{re.escape(NOTICE_MARK)}[^\n]*\n\n)+")
+
+
+# What each common parameter means, for the endpoints' docstrings (MCP tools take their
+# descriptions from the docstring's Args: section, one line per parameter).
+COMMON_DOCS = {
+    "history": 'earlier turns, oldest first: [{"role": "user" | "assistant", "content": "text"}] '
+    "(text only: media come through this tool's own file parameters); empty: a new "
+    "conversation.",
+    "system_prompt": "the system prompt (default: the model's own).",
+    "reasoning": "true: the model thinks step by step before answering (InternVL 2.5 MPO's "
+    "chain-of-thought prompt): slower, better on questions that need reasoning.",
+    "answer_style": f"how to answer: {', '.join(ANSWER_STYLES)} (default {DEFAULT_STYLE}).",
+    **{
+        name: f"{limit.label}, {limit.low:g} to {limit.high:g} "
+        f"(default {getattr(GenerationSettings(), name):g})."
+        for name, limit in SETTING_LIMITS.items()
+    },
+}
+COMMON_DOCS["max_tiles"] = (
+    f"{COMMON_DOCS['max_tiles'][:-1]}: each image is cut into up to this many 448-pixel tiles "
+    f"(more: finer detail, slower)."
+)
+# Gradio's MCP server calls the app through its own client, which sends this header.
+MCP_CALLER = ("x-gradio-user", "mcp")
+
+
+def endpoint_docstring(description: str, models: list[str], default_model: str) -> str:
+    """An endpoint's docstring: the tab's `description` (what the endpoint does, an Args:
+    section with a line per own parameter, a Returns: section) with a line per common
+    parameter added to its Args:."""
+    head, returns_header, returns = description.partition("Returns:")
+    if "Args:" not in head:
+        head = head.rstrip() + "\nArgs:\n"
+    model_doc = f"the model to answer with: one of {', '.join(models)} (empty: {default_model})."
+    docs = {**COMMON_DOCS, "model": model_doc}
+    common = "".join(f"    {name}: {docs[name]}\n" for name in COMMON_NAMES)
+    return f"{head.rstrip()}\n{common}{returns_header}{returns}"
+
+
+def for_mcp(values, results: list) -> object:
+    """The outputs as Gradio's MCP server should pass them on: it writes a JSON output (a list
+    or dict) as Python's repr, so those go as JSON text (a JSON string, which gr.JSON keeps)."""
+    values = values if isinstance(values, tuple) else (values,)
+    values = tuple(
+        json.dumps(json.dumps(value)) if isinstance(result, gr.JSON) else value
+        for value, result in zip(values, results, strict=True)
+    )
+    return values if len(values) > 1 else values[0]
+
+
+def history_input() -> gr.JSON:
+    """The `history` input: a gr.JSON whose API type is a valid JSON schema (gr.JSON's own,
+    {"type": {}}, is not one: MCP clients then refuse every call of the tool)."""
+    component = gr.JSON(label="history")
+    component.api_info = lambda: {
+        "type": "array",
+        "items": {"type": "object"},
+        "description": 'a list of {"role": "user" | "assistant", "content": "text"}',
+    }
+    return component
 
 
 def with_notices(text: str, notices: list[str]) -> str:
@@ -47,7 +109,7 @@ def common_inputs(system_prompt: str) -> list:
     """Hidden components for the parameters every endpoint shares (names as above)."""
     defaults = GenerationSettings()
     return [
-        gr.JSON(label="history"),
+        history_input(),
         gr.Textbox(system_prompt, label="system_prompt"),
         gr.Checkbox(False, label="reasoning"),
         gr.Textbox(DEFAULT_STYLE, label="answer_style"),
@@ -86,6 +148,9 @@ def register_endpoint(
     def endpoint(request: gr.Request, *values):
         given = dict(zip(names, values, strict=True))
         own = {name: given[name] for name in own_names}
+        headers = getattr(request, "headers", None) or {}
+        mcp = headers.get(MCP_CALLER[0]) == MCP_CALLER[1]
+        show = (lambda *step: for_mcp(present(*step), results)) if mcp else present
 
         def build() -> list[dict]:
             for name, file_types in own_file_types.items():
@@ -104,9 +169,9 @@ def register_endpoint(
             request,
             model=given["model"] or None,
         ):
-            yield present(text, own, False)
+            yield show(text, own, False)
         if text is not None and own.get("stale"):
-            yield present(text, own, True)
+            yield show(text, own, True)
 
     # gradio_client names the parameters, and tells required from optional, by the function's
     # signature: the media and the question are required, the rest default to their inputs'.
@@ -122,9 +187,10 @@ def register_endpoint(
         )
     endpoint.__signature__ = inspect.Signature(parameters)
     endpoint.__name__ = api_name
-    endpoint.__doc__ = (
-        f"{description} `model`: one of {', '.join(backend.models) or backend.info.model} "
-        f"(empty: {backend.info.model})."
+    # Gradio's API page shows the docstring's first part; its MCP server makes the tool's
+    # description and parameter descriptions from all of it.
+    endpoint.__doc__ = endpoint_docstring(
+        description, backend.models or [backend.info.model], backend.info.model
     )
     trigger.click(
         endpoint,

@@ -40,7 +40,7 @@ from interface.queueing import (
 from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SettingsControls, make_settings, settings_record
 from interface.streaming import ACTIVE_STREAMS, stream_answer
-from interface.tab_helpers import ADD_A_VIDEO, ADD_AN_IMAGE
+from interface.tab_helpers import ADD_A_DOCUMENT, ADD_A_VIDEO, ADD_AN_IMAGE
 from model_backend.base import MAX_QUESTION_CHARS, Backend, TextStream, check_length
 from model_backend.errors import InputError, ModelLoadError
 from model_backend.media import check_turn
@@ -91,6 +91,8 @@ def missing_file(tab: ChatTab) -> str:
     video_chat.collect_video_turn): the same for Regenerate on a restored question."""
     if "image" in tab.file_types:
         return ADD_AN_IMAGE
+    if ".pdf" in tab.file_types:
+        return ADD_A_DOCUMENT
     return ADD_A_VIDEO
 
 

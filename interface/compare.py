@@ -30,6 +30,7 @@ import gradio as gr
 
 from interface.api import (
     API_SETTINGS,
+    COMMON_DOCS,
     check_file_types,
     own_system_prompt,
     take_file_types,
@@ -790,15 +791,32 @@ class CompareTab:
             )
         compare.__signature__ = inspect.Signature(parameters)
         compare.__name__ = "compare"
+        models = ", ".join(self.backend.models) or self.backend.info.model
+        side_model = f"one of {models} (empty: {self.backend.info.model})"
         compare.__doc__ = (
-            "Ask two sides the same `question` about `images` (Image-1, Image-2, ...) or a "
-            "`video` (`num_frames` frames), or about no media; a new comparison each call (for "
-            "follow-ups use the Compare tab). Each side has its model (`left_model`, "
-            f"`right_model`: one of {', '.join(self.backend.models) or self.backend.info.model}; "
-            f"empty: {self.backend.info.model}) and its reasoning switch (the MPO "
-            "chain-of-thought prompt). Streams (left answer so far, right answer so far, left "
-            "figures, right figures); the figures come when each answer ends. The session keeps "
-            "the comparison for `/compare_vote`."
+            "Ask two models (or one model twice, with different settings) the same question "
+            "about images, a video or no media, and get both answers side by side: a new "
+            "comparison each call (follow-ups: the Compare tab). The session keeps the "
+            "comparison for compare_vote.\n"
+            "Args:\n"
+            "    question: the question both sides answer; refer to several images as Image-1, "
+            "Image-2, ...\n"
+            "    images: images (each an http(s) URL of the file or a data: URL with it in "
+            "base64), or empty.\n"
+            "    video: a video (an http(s) URL or a data: URL), or empty; not with images.\n"
+            f"    left_model: the left side's model, {side_model}.\n"
+            f"    right_model: the right side's model, {side_model}.\n"
+            f"    left_reasoning: the left side's reasoning switch: {COMMON_DOCS['reasoning']}\n"
+            "    right_reasoning: the same for the right side.\n"
+            "    num_frames: with a video, how many frames each side sees.\n"
+            f"    system_prompt: {COMMON_DOCS['system_prompt']}\n"
+            f"    answer_style: {COMMON_DOCS['answer_style']}\n"
+            + "".join(f"    {name}: {COMMON_DOCS[name]}\n" for name in API_SETTINGS)
+            + "Returns:\n"
+            "    left_answer: the left side's answer.\n"
+            "    right_answer: the right side's answer.\n"
+            "    left_figures: the left side's model and speed (tokens, seconds).\n"
+            "    right_figures: the same for the right side."
         )
         compare_trigger.click(
             compare,
@@ -811,9 +829,16 @@ class CompareTab:
         )
 
         def compare_vote(choice: str, latest: dict | None) -> str:
-            """Vote on this session's latest `/compare`: `choice` is `left`, `right`, `tie`
-            or `both_bad`. One vote per comparison; when the demo keeps preference pairs, a
-            vote with a winner is kept as one. Returns what was done."""
+            """Vote on which answer of this session's latest compare is better. One vote per
+            comparison; when the demo keeps preference pairs, a vote with a winner is kept as
+            one (training data for MPO).
+
+            Args:
+                choice: left, right, tie or both_bad.
+                latest: (kept by the session, not a parameter)
+            Returns:
+                what was done (text).
+            """
             return vote(choice, latest, self.feedback)
 
         vote_trigger.click(

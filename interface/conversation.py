@@ -163,6 +163,7 @@ def to_turn(turn: dict) -> Turn:
         video=to_clip(video) if video else None,
         reasoning=bool(turn.get("reasoning")),
         answer_style=turn.get("answer_style") or DEFAULT_STYLE,
+        image_labels=tuple(turn.get("image_labels") or ()),  # a document's "Page-3"
     )
 
 

@@ -121,8 +121,21 @@ def build_grounding_tab(
         ],
         system_prompt,
         concurrency_limit,
-        "Ask for boxes on `image`: mode find (query = what to find), detect or ask. Streams "
-        "(answer so far, boxes so far in pixels, the image with the boxes drawn).",
+        "Find objects in an image and get their bounding boxes in pixels (InternVL's "
+        "grounding): find the object `query` describes, detect every object, or ask any "
+        "question (boxes come back when the answer has some).\n"
+        "Args:\n"
+        "    image: the image (an http(s) URL of the file, or a data: URL with it in base64).\n"
+        "    query: with mode find, what to find (e.g. 'the red cup on the left'); with mode "
+        "ask, the question; ignored by mode detect.\n"
+        "    mode: find (default), detect (every object) or ask.\n"
+        "Returns:\n"
+        "    answer: the model's answer, boxes marked <ref>label</ref><box>[[x1, y1, x2, y2]]"
+        "</box> on a 0-1000 scale.\n"
+        '    boxes: JSON, [{"label": str, "x1": px, "y1": px, "x2": px, "y2": px}], corners in '
+        "pixels of the image as given (left, top, right, bottom).\n"
+        "    annotated_image: the image with the boxes drawn (a copy at most 2048 pixels a "
+        "side).",
         outputs=lambda: [
             gr.Textbox(label="answer"),
             gr.JSON(label="boxes"),

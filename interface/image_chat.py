@@ -70,6 +70,13 @@ def build_image_chat_tab(
         lambda: [gr.File(label="image", file_types=["image"]), gr.Textbox(label="question")],
         system_prompt,
         concurrency_limit,
-        "Answer `question` about `image`, after the earlier turns in `history`.",
+        "Answer a question about an image with InternVL (describe it, read its text, count, "
+        "compare details...), after the earlier turns in `history`; the answer streams.\n"
+        "Args:\n"
+        "    image: the image (an http(s) URL of the file, or a data: URL with it in base64); "
+        "with `history`, it belongs to the first user turn.\n"
+        "    question: what to ask about the image.\n"
+        "Returns:\n"
+        "    the answer (text).",
     )
     return history

@@ -9,6 +9,7 @@ import gradio as gr
 from interface import queueing
 from interface.chat import HIDDEN
 from interface.compare import build_compare_tab
+from interface.document_chat import build_document_chat_tab
 from interface.failures import refusals
 from interface.grounding_chat import build_grounding_tab
 from interface.history import History
@@ -158,6 +159,8 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
                 histories.append(
                     build_multi_image_chat_tab(*common, max_images=options.max_images, **shared)
                 )
+            with gr.Tab("Document chat", id="document-chat"):
+                histories.append(build_document_chat_tab(*common, **shared))
             with gr.Tab("Video chat", id="video-chat"):
                 histories.append(build_video_chat_tab(*common, **shared))
             with gr.Tab("Grounding", id="grounding"):

@@ -135,6 +135,15 @@ def build_multi_image_chat_tab(
         ],
         system_prompt,
         concurrency_limit,
-        "Answer `question` about `images` (Image-1, Image-2, ...) after `history`.",
+        "Answer a question about several images at once (compare them, find what they share, "
+        "follow a sequence) with InternVL, after the earlier turns in `history`; the answer "
+        "streams.\n"
+        "Args:\n"
+        "    images: a list of images, each an http(s) URL of the file or a data: URL with it "
+        "in base64; the model sees them as Image-1, Image-2, ... in this order "
+        f"(at most {max_images} per conversation).\n"
+        "    question: what to ask; refer to the images as Image-1, Image-2, ...\n"
+        "Returns:\n"
+        "    the answer (text).",
     )
     return history

@@ -199,6 +199,18 @@ def build_video_chat_tab(
         ],
         system_prompt,
         concurrency_limit,
-        "Answer `question` about `video` (num_frames frames between start and end seconds).",
+        "Answer a question about a video clip with InternVL (what happens, in what order, "
+        "what is shown when): it sees `num_frames` frames spread evenly between `start` and "
+        "`end`; the answer streams.\n"
+        "Args:\n"
+        "    video: the video (an http(s) URL of the file, or a data: URL with it in base64; "
+        "mp4, webm, mov, ...).\n"
+        "    question: what to ask about the video.\n"
+        "    num_frames: how many frames the model sees (more: finer in time, slower).\n"
+        "    start: where the clip starts, in seconds (null: the beginning).\n"
+        "    end: where the clip ends, in seconds (null: the end of the video).\n"
+        "    tiles_per_frame: 448-pixel tiles per frame (more: finer detail, slower).\n"
+        "Returns:\n"
+        "    the answer (text).",
     )
     return history

@@ -15,6 +15,7 @@ chain-of-thought prompt / with the MMInstruct instruction (model_backend.styles)
 
 Images: when the whole conversation holds one image it is written `<image>\\n`; with several, each
 is `Image-k: <image>\\n`, numbered across the conversation so a question can say "Image-3".
+A turn's images may carry labels of their own instead (a document's pages: `Page-3: <image>\\n`).
 Tile budgets follow the official demo worker: the images of the latest user turn that carries
 images share `max_tiles` (max(1, max_tiles // n) each); images of earlier turns get 1 tile each.
 Every `<image>` becomes `<img>` + `<IMG_CONTEXT>` x (tokens per tile x tiles) + `</img>`.
@@ -127,12 +128,16 @@ def user_text(turn: Turn, first_number: int, numbered: bool) -> str:
     """A user turn's text with its image (or video frame) placeholders in front.
 
     `first_number` is the conversation-wide number of the turn's first image. A video's frames
-    are written `Frame1: <image>\n`, `Frame2: <image>\n`, ... as in the model card.
+    are written `Frame1: <image>\n`, `Frame2: <image>\n`, ... as in the model card; images with
+    labels (a document's pages) `Page-3: <image>\n`, ..., even alone in the conversation.
     """
     if turn.video:
         prefix = "".join(
             f"Frame{i + 1}: {IMAGE_PLACEHOLDER}\n" for i in range(turn.video.num_frames)
         )
+    elif turn.image_labels:
+        labels = zip(turn.image_labels, turn.images, strict=True)
+        prefix = "".join(f"{clean_text(label)}: {IMAGE_PLACEHOLDER}\n" for label, _ in labels)
     elif numbered:
         prefix = "".join(
             f"Image-{first_number + i}: {IMAGE_PLACEHOLDER}\n" for i in range(len(turn.images))

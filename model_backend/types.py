@@ -85,6 +85,9 @@ class Turn:
     # How the question was asked: the MPO "reason step by step" wrapper, an answer style.
     reasoning: bool = False
     answer_style: str = "Default"
+    # What the prompt calls each image instead of its number (a document's "Page-3"); empty:
+    # numbered across the conversation (model_backend.prompt).
+    image_labels: tuple[str, ...] = ()
 
     @property
     def visual_count(self) -> int:

@@ -173,3 +173,26 @@ def playwright_expect():
 
 
 ARTIFACTS = REPO / "test-artifacts"  # screenshots of the browser tests
+
+
+class SlowerModel:
+    """Logits processor that makes the tiny model decode at a real model's pace (~50 tokens/s).
+
+    The tiny checkpoint is so fast that an answer would end before anyone could press Stop.
+    """
+
+    def __call__(self, input_ids, scores):
+        time.sleep(0.02)  # simulated decoding time of one token, not a wait for a condition
+        return scores
+
+
+@pytest.fixture
+def slow_backend(backend, monkeypatch):
+    """The session backend, decoding at a real model's pace for this test."""
+    real_kwargs = backend.generation_kwargs
+
+    def with_slower_model(settings, prompt_tokens):
+        return {**real_kwargs(settings, prompt_tokens), "logits_processor": [SlowerModel()]}
+
+    monkeypatch.setattr(backend, "generation_kwargs", with_slower_model)
+    return backend

@@ -33,7 +33,7 @@ COMMON_PARAMETERS = [
 
 def test_only_the_documented_endpoints_are_public(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    chats = {"/image_chat", "/multi_image_chat", "/video_chat", "/grounding"}
+    chats = {"/image_chat", "/multi_image_chat", "/document_chat", "/video_chat", "/grounding"}
     assert set(endpoints) == chats | {"/compare", "/compare_vote"}
 
     def names(endpoint):
@@ -44,6 +44,7 @@ def test_only_the_documented_endpoints_are_public(client):
     video = ["video", "question", "num_frames", "start", "end", "tiles_per_frame"]
     assert names("/video_chat") == [*video, *COMMON_PARAMETERS]
     assert names("/grounding") == ["image", "query", "mode", *COMMON_PARAMETERS]
+    assert names("/document_chat") == ["document", "question", "pages", *COMMON_PARAMETERS]
     assert names("/compare_vote") == ["choice"]
     sides = ["left_model", "right_model", "left_reasoning", "right_reasoning"]
     assert names("/compare")[:7] == ["question", "images", "video", *sides]

@@ -6,7 +6,6 @@ upload an image -> ask -> watch the answer stream -> Stop -> Regenerate -> follo
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -22,28 +21,6 @@ from tests.conftest import (
 expect = playwright_expect()
 
 pytestmark = pytest.mark.browser
-
-
-class SlowerModel:
-    """Logits processor that makes the tiny model decode at a real model's pace (~50 tokens/s).
-
-    The tiny checkpoint is so fast that an answer would end before anyone could press Stop.
-    """
-
-    def __call__(self, input_ids, scores):
-        time.sleep(0.02)  # simulated decoding time of one token, not a wait for a condition
-        return scores
-
-
-@pytest.fixture
-def slow_backend(backend, monkeypatch):
-    real_kwargs = backend.generation_kwargs
-
-    def with_slower_model(settings, prompt_tokens):
-        return {**real_kwargs(settings, prompt_tokens), "logits_processor": [SlowerModel()]}
-
-    monkeypatch.setattr(backend, "generation_kwargs", with_slower_model)
-    return backend
 
 
 @pytest.fixture

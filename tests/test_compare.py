@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,26 +26,6 @@ from tests.conftest import BOUNCING_BALL, CAT, REPO, FakeStore, generate_threads
 from tests.scripted_backend import ScriptedBackend
 
 SMALL, LARGE = "InternVL2_5-1B", "InternVL2_5-8B"
-
-
-class SlowerModel:
-    """Logits processor: the tiny model decodes at a real model's pace (~50 tokens/s), so an
-    answer streams in several updates and can be stopped."""
-
-    def __call__(self, input_ids, scores):
-        time.sleep(0.02)  # simulated decoding time of one token, not a wait for a condition
-        return scores
-
-
-@pytest.fixture
-def slow_backend(backend, monkeypatch):
-    real_kwargs = backend.generation_kwargs
-
-    def with_slower_model(settings, prompt_tokens):
-        return {**real_kwargs(settings, prompt_tokens), "logits_processor": [SlowerModel()]}
-
-    monkeypatch.setattr(backend, "generation_kwargs", with_slower_model)
-    return backend
 
 
 class ModelNamingBackend(ScriptedBackend):

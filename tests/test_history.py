@@ -205,10 +205,10 @@ def test_every_tab_has_its_own_history_in_the_browser():
     stores = [b for b in demo.blocks.values() if isinstance(b, gr.BrowserState)]
     assert sorted(s.storage_key for s in stores) == [
         f"internvl-demo-history-v1-{tab}"
-        for tab in ("grounding", "image-chat", "multi-image", "video-chat")
+        for tab in ("document-chat", "grounding", "image-chat", "multi-image", "video-chat")
     ]
     ids = {b.elem_id for b in demo.blocks.values()}
-    for tab in ("image-chat", "multi-image", "video-chat", "grounding"):
+    for tab in ("image-chat", "multi-image", "document-chat", "video-chat", "grounding"):
         assert {f"{tab}-history-list", f"{tab}-history-notice", f"{tab}-chatbot"} <= ids
 
 

@@ -143,7 +143,7 @@ def test_switching_models_gives_the_tabs_the_new_models_system_prompt():
     ) == [INTERNVL2_SYSTEM_PROMPT, "Be brief."]
     demo = build_demo(ScriptedBackend("An answer.", models=["scripted", "another"]))
     boxes = {box._id for box in system_prompt_boxes(demo)}
-    assert len(boxes) == 5  # one per tab, Compare included
+    assert len(boxes) == 6  # one per tab, Document chat and Compare included
     switch = [f for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "switch"]
     assert len(switch) == 1 and boxes <= {block._id for block in switch[0].outputs}
 

@@ -230,3 +230,27 @@ def test_nested_tokens_are_cleaned_in_linear_time():
     assert clean_text(f"a{nested}b") == "ab"
     # A pass per level of nesting took about a minute here; one pass takes milliseconds.
     assert time.perf_counter() - started < 3
+
+
+def test_labelled_images_are_written_with_their_labels_and_share_the_budget():
+    """A document's pages are named by their page number, even alone in the conversation; the
+    remote backend sends the same text (chat_messages)."""
+    one_page = Conversation((Turn("user", "Read it.", ("p7.png",), image_labels=("Page-7",)),))
+    assert chat_messages(one_page)[0] == ("user", "Page-7: <image>\nRead it.")
+    pages = ("p2.png", "p5.png", "p9.png")
+    labels = ("Page-2", "Page-5", "Page-<image>9")  # a label cannot smuggle in a placeholder
+    conversation = Conversation(
+        (
+            Turn("user", "Summarise.", pages, image_labels=labels),
+            Turn("assistant", "Done."),
+            Turn("user", "And page 5?"),
+        ),
+        SYSTEM,
+    )
+    assert chat_messages(conversation)[1] == (
+        "user",
+        "Page-2: <image>\nPage-5: <image>\nPage-9: <image>\nSummarise.",
+    )
+    assert image_tile_budgets(conversation, 12) == [4, 4, 4]
+    prompt = build_prompt(conversation, [4, 4, 3], tokens_per_tile=2)
+    assert f"Page-2: {expand(4)}\nPage-5: {expand(4)}\nPage-9: {expand(3)}\nSummarise." in prompt

@@ -1,0 +1,262 @@
+"""PDF documents -> the page images the model reads (pypdfium2, PDFium's own renderer).
+
+A question about a document sends some of its pages, each rendered to a PNG file, as the images
+of one user turn, labelled `Page-k` by their number in the document (model_backend.prompt).
+
+Resolution: a page is rendered so that its longer side is RENDER_LONG_SIDE = 1,792 pixels, four
+448-pixel tiles. With the default budget of 12 tiles a lone A4 or Letter page is cut into a 3 x 4
+grid of 1,344 x 1,792 pixels, so each tile holds about 150 dpi of the page (small print reads), and
+rendered more finely the tiles would only be scaled down again. The scale is at most
+MAX_RENDER_SCALE (288 dpi: a small page is not blown up beyond that), and the image is never
+larger than RENDER_LONG_SIDE on either side, so a page of any size costs at most 1,792 x 1,792
+pixels of memory. Pages beyond the PDF standard's largest (200 inches a side) are refused.
+
+Rendered pages are files (the backends take image paths) in PAGE_DIR, named by the document's
+content digest, the page and the scale, so a follow-up, an API client sending the same document
+again, or the gallery preview before the question all reuse them; the folder is bounded
+(PAGE_DIR_MAX_BYTES, oldest files deleted first) and a page whose file was deleted is rendered
+again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pypdfium2 as pdfium
+
+from model_backend.cancel import raise_if_cancelled
+from model_backend.errors import InputError
+from model_backend.media import BoundedCache, content_key
+
+MAX_PAGES_PER_QUESTION = 8
+MAX_DOCUMENT_PAGES = 500  # longer documents are refused: split them first
+MAX_DOCUMENT_BYTES = 50 * 1024**2
+RENDER_LONG_SIDE = 1792  # pixels: 4 tiles of 448 (see above)
+MAX_RENDER_SCALE = 4.0  # 288 dpi (PDF units are 1/72 inch)
+MAX_PAGE_POINTS = 14_400  # 200 inches, the largest page the PDF standard describes
+PAGE_DIR = Path(tempfile.gettempdir()) / "internvl-demo-pages"
+PAGE_DIR_MAX_BYTES = 1024**3  # about a thousand rendered pages
+
+# PDFium must not be called from two threads at once, even for different documents.
+PDFIUM_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    key: str  # digest of the file's bytes
+    name: str
+    page_sizes: tuple[tuple[float, float], ...]  # (width, height) of each page, in PDF units
+
+    @property
+    def page_count(self) -> int:
+        return len(self.page_sizes)
+
+
+# Page sizes by content digest: a document is opened once to measure its pages, however often
+# it is asked about.
+DOCUMENTS = BoundedCache(1024, lambda _: 1)
+# (digest, page, scale) -> the rendered page's file.
+PAGE_FILES = BoundedCache(8192, lambda _: 1)
+
+
+def limits_text() -> str:
+    """The limits, as the tab and the API describe them."""
+    return (
+        f"up to {MAX_PAGES_PER_QUESTION} pages per question, documents of up to "
+        f"{MAX_DOCUMENT_PAGES} pages and {MAX_DOCUMENT_BYTES // 1024**2} MB"
+    )
+
+
+def open_pdf(path: str | Path) -> pdfium.PdfDocument:
+    """The document, or InputError saying why it cannot be read. Call with PDFIUM_LOCK held."""
+    name = Path(path).name
+    # PDFium opens no document without pages, and then leaves its last error as it was: it is
+    # set to "file error" first (opening no file), so that a code left from an earlier
+    # document is not taken for this one's.
+    pdfium.raw.FPDF_LoadDocument(b"", None)
+    try:
+        return pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as error:
+        code = getattr(error, "err_code", None)
+        if code == pdfium.raw.FPDF_ERR_PASSWORD:
+            raise InputError(
+                f"The PDF {name} is protected by a password. Please remove the password (for "
+                f"example by printing it to a new PDF) and upload it again."
+            ) from None
+        if code == pdfium.raw.FPDF_ERR_SECURITY:
+            raise InputError(f"The PDF {name} uses an encryption PDFium cannot open.") from None
+        if code == pdfium.raw.FPDF_ERR_FILE:  # not set by this document (see above)
+            raise InputError(f"The PDF {name} has no pages.") from None
+        raise InputError(f"The file {name} is not a PDF, or it is damaged.") from None
+
+
+def document_info(path: str | Path) -> DocumentInfo:
+    """Check a PDF (size, encryption, damage, page count) and say how many pages it has."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise InputError(f"The file {path.name} could not be found.") from None
+    if size > MAX_DOCUMENT_BYTES:
+        raise InputError(
+            f"The PDF {path.name} is {size / 1024**2:.0f} MB; the limit is "
+            f"{MAX_DOCUMENT_BYTES // 1024**2} MB."
+        )
+    if size == 0:
+        raise InputError(f"The file {path.name} is empty (0 bytes).")
+    key = content_key(path)
+
+    def measure() -> tuple[tuple[float, float], ...]:
+        with PDFIUM_LOCK:
+            document = open_pdf(path)
+            try:
+                if len(document) > MAX_DOCUMENT_PAGES:  # refused below: not measured
+                    return ((0.0, 0.0),) * len(document)
+                return tuple(document.get_page_size(i) for i in range(len(document)))
+            finally:
+                document.close()
+
+    sizes = DOCUMENTS.get_or_make(key, measure)
+    pages = len(sizes)
+    if pages == 0:
+        raise InputError(f"The PDF {path.name} has no pages.")
+    if pages > MAX_DOCUMENT_PAGES:
+        raise InputError(
+            f"The PDF {path.name} has {pages} pages; documents of up to {MAX_DOCUMENT_PAGES} "
+            f"pages are taken. Please split it and upload the part you want to ask about."
+        )
+    return DocumentInfo(key, path.name, sizes)
+
+
+_RANGE = re.compile(r"^(\d+)\s*(?:-\s*(\d+))?$")
+
+
+def parse_pages(text: str | None, page_count: int) -> list[int]:
+    """Page numbers (from 1, in the order given, each once) from text like "1-3, 5".
+
+    Empty: the first pages, up to MAX_PAGES_PER_QUESTION.
+    """
+    text = (text or "").strip()
+    if not text:
+        return list(range(1, min(page_count, MAX_PAGES_PER_QUESTION) + 1))
+    pages: list[int] = []
+    for part in text.split(","):
+        match = _RANGE.match(part.strip())
+        if not match:
+            raise InputError(
+                f"Pages: '{part.strip()}' is not a page or a range. Write page numbers and "
+                f"ranges separated by commas, like 1-3, 5."
+            )
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if first > last:
+            raise InputError(
+                f"Pages: the range {first}-{last} runs backwards; write {last}-{first}."
+            )
+        if first < 1 or last > page_count:
+            raise InputError(
+                f"Pages: the document has {page_count} page{'s' * (page_count != 1)}, so "
+                f"{part.strip()} is out of range (pages are numbered 1 to {page_count})."
+            )
+        if last - first >= MAX_PAGES_PER_QUESTION:  # before building a huge list
+            raise_too_many(last - first + 1)
+        pages += [page for page in range(first, last + 1) if page not in pages]
+        if len(pages) > MAX_PAGES_PER_QUESTION:
+            raise_too_many(len(pages))
+    return pages
+
+
+def raise_too_many(count: int) -> None:
+    raise InputError(
+        f"Pages: {count} pages chosen; the limit is {MAX_PAGES_PER_QUESTION} per question. "
+        f"Choose fewer (you can ask about the others in the next question)."
+    )
+
+
+def page_labels(pages: list[int]) -> list[str]:
+    return [f"Page-{page}" for page in pages]
+
+
+def page_images(path: str | Path, pages: list[int]) -> list[str]:
+    """PNG files of the document's `pages` (numbers from 1), rendered once per document version."""
+    info = document_info(path)
+    files = []
+    for page in pages:
+        raise_if_cancelled()  # between pages: each one takes a while
+        files.append(page_file(path, info, page))
+    return files
+
+
+def page_file(path: str | Path, info: DocumentInfo, page: int) -> str:
+    """One rendered page (rendered again if its file was deleted since)."""
+    if not 1 <= page <= info.page_count:
+        raise InputError(
+            f"The PDF {info.name} has {info.page_count} pages; there is no page {page}."
+        )
+    scale = render_scale(info.name, page, *info.page_sizes[page - 1])
+    key = (info.key, page, scale)
+    target = PAGE_DIR / f"{info.key}-p{page}-s{scale:.4f}.png"
+    rendered = PAGE_FILES.get_or_make(key, lambda: render_page(path, page, scale, target))
+    if not Path(rendered).is_file():  # swept from the folder: render it again
+        rendered = render_page(path, page, scale, target)
+    return rendered
+
+
+def render_scale(name: str, page: int, width: float, height: float) -> float:
+    """Pixels per PDF unit for a page of `width` x `height` units (see the module's notes)."""
+    if min(width, height) <= 0:
+        raise InputError(f"Page {page} of {name} has no size; the PDF is damaged.")
+    if max(width, height) > MAX_PAGE_POINTS:
+        raise InputError(
+            f"Page {page} of {name} is {width / 72:,.0f} x {height / 72:,.0f} inches; pages of "
+            f"up to {MAX_PAGE_POINTS // 72} inches a side are taken."
+        )
+    # Rounded down (4 decimals name the file): never a pixel above RENDER_LONG_SIDE.
+    return math.floor(min(RENDER_LONG_SIDE / max(width, height), MAX_RENDER_SCALE) * 1e4) / 1e4
+
+
+def render_page(path: str | Path, page: int, scale: float, target: Path) -> str:
+    """Render one page to `target` (a PNG file, written whole or not at all)."""
+    with PDFIUM_LOCK:
+        document = open_pdf(path)
+        try:
+            document.init_forms()  # filled-in form fields are part of the page
+            pdf_page = document[page - 1]
+            try:
+                image = pdf_page.render(scale=scale, may_draw_forms=True).to_pil()
+            finally:
+                pdf_page.close()
+        except pdfium.PdfiumError:
+            raise InputError(f"Page {page} of {Path(path).name} could not be rendered.") from None
+        finally:
+            document.close()
+    PAGE_DIR.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
+    image.convert("RGB").save(partial, "PNG", compress_level=3)
+    os.replace(partial, target)  # another worker may render the same page: either file is right
+    sweep(PAGE_DIR, PAGE_DIR_MAX_BYTES, keep=target)
+    return str(target)
+
+
+def sweep(folder: Path, max_bytes: int, keep: Path) -> None:
+    """Delete the oldest files of `folder` until it holds at most `max_bytes` (never `keep`)."""
+    files = []
+    for entry in os.scandir(folder):
+        try:
+            stat = entry.stat()
+        except OSError:  # deleted meanwhile
+            continue
+        files.append((stat.st_mtime_ns, stat.st_size, entry.path))
+    total = sum(size for _, size, _ in files)
+    for _, size, name in sorted(files):
+        if total <= max_bytes:
+            break
+        if name != str(keep):
+            Path(name).unlink(missing_ok=True)
+            total -= size
