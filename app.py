@@ -192,12 +192,20 @@ def exposure_warning(args: argparse.Namespace, auth: list) -> str | None:
     """A warning when the demo is reachable by others and nobody has to log in."""
     if auth:
         return None
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME")
+    if getattr(args, "mcp", False) and (args.share or host not in LOOPBACK):
+        # --auth is no way out here: MCP clients cannot log in (see check_mcp).
+        where = "on the internet (--share)" if args.share else f"to anyone who can reach {host}"
+        return (
+            f"WARNING: --mcp serves the demo's tools {where} with no login, and every MCP "
+            f"client shares one session (its queue share, Compare votes). Keep an MCP server "
+            f"on 127.0.0.1, or put it behind a proxy that checks clients."
+        )
     if args.share:
         return (
             "WARNING: --share makes this demo public on the internet and no --auth is set: "
             "anyone with the link can use your GPU. Add --auth user:password."
         )
-    host = args.host or os.environ.get("GRADIO_SERVER_NAME")
     if host not in LOOPBACK:
         return (
             f"WARNING: listening on {host} without --auth: anyone who can reach this "

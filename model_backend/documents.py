@@ -4,27 +4,33 @@ A question about a document sends some of its pages, each rendered to a PNG file
 of one user turn, labelled `Page-k` by their number in the document (model_backend.prompt).
 
 Resolution: a page is rendered so that its longer side is RENDER_LONG_SIDE = 1,792 pixels, four
-448-pixel tiles. With the default budget of 12 tiles a lone A4 or Letter page is cut into a 3 x 4
-grid of 1,344 x 1,792 pixels, so each tile holds about 150 dpi of the page (small print reads), and
-rendered more finely the tiles would only be scaled down again. The scale is at most
+448-pixel tiles. With the default budget of 12 tiles a lone Letter page is cut into a 3 x 4 grid
+(about 150 dpi of the page: small print reads) and a lone A4 page into 2 x 3 (about 110 dpi: the
+grid rule picks the aspect ratio nearest the page's); several pages share the budget, so each gets
+fewer tiles: ask about fewer pages at once to read small print. Rendered more finely, the tiles
+would only be scaled down again. The scale is at most
 MAX_RENDER_SCALE (288 dpi: a small page is not blown up beyond that), and the image is never
 larger than RENDER_LONG_SIDE on either side, so a page of any size costs at most 1,792 x 1,792
 pixels of memory. Pages beyond the PDF standard's largest (200 inches a side) are refused.
 
-Rendered pages are files (the backends take image paths) in PAGE_DIR, named by the document's
+Rendered pages are files (the backends take image paths) in page_dir(), this user's private
+folder (mode 0700: other users of the machine cannot read or replace them), named by the document's
 content digest, the page and the scale, so a follow-up, an API client sending the same document
 again, or the gallery preview before the question all reuse them; the folder is bounded
-(PAGE_DIR_MAX_BYTES, oldest files deleted first) and a page whose file was deleted is rendered
-again.
+(PAGE_DIR_MAX_BYTES, oldest files deleted first, never one written in the last minutes, which a
+request may still be reading) and a page whose file was deleted is rendered again.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
+import stat
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +46,8 @@ MAX_DOCUMENT_BYTES = 50 * 1024**2
 RENDER_LONG_SIDE = 1792  # pixels: 4 tiles of 448 (see above)
 MAX_RENDER_SCALE = 4.0  # 288 dpi (PDF units are 1/72 inch)
 MAX_PAGE_POINTS = 14_400  # 200 inches, the largest page the PDF standard describes
-PAGE_DIR = Path(tempfile.gettempdir()) / "internvl-demo-pages"
 PAGE_DIR_MAX_BYTES = 1024**3  # about a thousand rendered pages
+RECENT_S = 600  # pages written this recently are not swept: a request may be about to read them
 
 # PDFium must not be called from two threads at once, even for different documents.
 PDFIUM_LOCK = threading.Lock()
@@ -63,6 +69,18 @@ class DocumentInfo:
 DOCUMENTS = BoundedCache(1024, lambda _: 1)
 # (digest, page, scale) -> the rendered page's file.
 PAGE_FILES = BoundedCache(8192, lambda _: 1)
+
+
+@functools.cache
+def page_dir() -> Path:
+    """This user's folder of rendered pages, private to them; a fresh one if the usual name is
+    taken by something else (another user's folder, a link)."""
+    folder = Path(tempfile.gettempdir()) / f"internvl-demo-pages-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    status = folder.lstat()
+    if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.getuid() or status.st_mode & 0o077:
+        return Path(tempfile.mkdtemp(prefix="internvl-demo-pages-"))
+    return folder
 
 
 def limits_text() -> str:
@@ -116,21 +134,26 @@ def document_info(path: str | Path) -> DocumentInfo:
         with PDFIUM_LOCK:
             document = open_pdf(path)
             try:
-                if len(document) > MAX_DOCUMENT_PAGES:  # refused below: not measured
-                    return ((0.0, 0.0),) * len(document)
-                return tuple(document.get_page_size(i) for i in range(len(document)))
+                pages = len(document)
+                # Refused before anything is measured or kept: a few bytes of PDF can claim a
+                # million pages.
+                if pages > MAX_DOCUMENT_PAGES:
+                    raise InputError(
+                        f"The PDF {path.name} has {pages} pages; documents of up to "
+                        f"{MAX_DOCUMENT_PAGES} pages are taken. Please split it and upload the "
+                        f"part you want to ask about."
+                    )
+                return tuple(document.get_page_size(i) for i in range(pages))
+            except pdfium.PdfiumError:  # a page the page tree promises is not there
+                raise InputError(
+                    f"The PDF {path.name} is damaged: some of its pages cannot be read."
+                ) from None
             finally:
                 document.close()
 
     sizes = DOCUMENTS.get_or_make(key, measure)
-    pages = len(sizes)
-    if pages == 0:
+    if not sizes:
         raise InputError(f"The PDF {path.name} has no pages.")
-    if pages > MAX_DOCUMENT_PAGES:
-        raise InputError(
-            f"The PDF {path.name} has {pages} pages; documents of up to {MAX_DOCUMENT_PAGES} "
-            f"pages are taken. Please split it and upload the part you want to ask about."
-        )
     return DocumentInfo(key, path.name, sizes)
 
 
@@ -201,7 +224,7 @@ def page_file(path: str | Path, info: DocumentInfo, page: int) -> str:
         )
     scale = render_scale(info.name, page, *info.page_sizes[page - 1])
     key = (info.key, page, scale)
-    target = PAGE_DIR / f"{info.key}-p{page}-s{scale:.4f}.png"
+    target = page_dir() / f"{info.key}-p{page}-s{scale:.4f}.png"
     rendered = PAGE_FILES.get_or_make(key, lambda: render_page(path, page, scale, target))
     if not Path(rendered).is_file():  # swept from the folder: render it again
         rendered = render_page(path, page, scale, target)
@@ -236,24 +259,26 @@ def render_page(path: str | Path, page: int, scale: float, target: Path) -> str:
             raise InputError(f"Page {page} of {Path(path).name} could not be rendered.") from None
         finally:
             document.close()
-    PAGE_DIR.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
     image.convert("RGB").save(partial, "PNG", compress_level=3)
     os.replace(partial, target)  # another worker may render the same page: either file is right
-    sweep(PAGE_DIR, PAGE_DIR_MAX_BYTES, keep=target)
+    sweep(page_dir(), PAGE_DIR_MAX_BYTES, keep=target)
     return str(target)
 
 
 def sweep(folder: Path, max_bytes: int, keep: Path) -> None:
-    """Delete the oldest files of `folder` until it holds at most `max_bytes` (never `keep`)."""
-    files = []
+    """Delete the oldest files of `folder` until it holds at most `max_bytes` (never `keep`,
+    nor a file written in the last RECENT_S, nor one still being written)."""
+    files, total = [], 0
+    recent = time.time_ns() - RECENT_S * 10**9
     for entry in os.scandir(folder):
         try:
-            stat = entry.stat()
+            status = entry.stat()
         except OSError:  # deleted meanwhile
             continue
-        files.append((stat.st_mtime_ns, stat.st_size, entry.path))
-    total = sum(size for _, size, _ in files)
+        total += status.st_size
+        if not entry.name.endswith(".part") and status.st_mtime_ns < recent:
+            files.append((status.st_mtime_ns, status.st_size, entry.path))
     for _, size, name in sorted(files):
         if total <= max_bytes:
             break

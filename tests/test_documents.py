@@ -6,7 +6,9 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import io
+import os
 import threading
+import time
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -146,6 +148,22 @@ def pdfs(tmp_path_factory) -> dict[str, Path]:
         "empty": raw_pdf(
             [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [] /Count 0 >>"]
         ),
+        # A few hundred bytes whose page tree claims a million pages (it holds one).
+        "claims_a_million": raw_pdf(
+            [
+                b"<< /Type /Catalog /Pages 2 0 R >>",
+                b"<< /Type /Pages /Kids [3 0 R] /Count 1000000 >>",
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+            ]
+        ),
+        # It claims three pages and holds one.
+        "missing_pages": raw_pdf(
+            [
+                b"<< /Type /Catalog /Pages 2 0 R >>",
+                b"<< /Type /Pages /Kids [3 0 R] /Count 3 >>",
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+            ]
+        ),
     }.items():
         made[name] = folder / f"{name}.pdf"
         made[name].write_bytes(data)
@@ -229,11 +247,29 @@ def test_bad_page_selections_say_what_is_wrong(text, message):
         ("corrupt", "corrupt.pdf is not a PDF, or it is damaged"),
         ("empty", "empty.pdf has no pages"),
         ("too_long", "too_long.pdf has 501 pages; documents of up to 500 pages are taken"),
+        ("claims_a_million", "has 1000000 pages; documents of up to 500 pages are taken"),
+        ("missing_pages", "missing_pages.pdf is damaged: some of its pages cannot be read"),
     ],
 )
 def test_documents_that_cannot_be_used_get_a_clear_message(pdfs, name, message):
     with pytest.raises(InputError, match=message):
         document_info(pdfs[name])
+
+
+def test_a_refused_document_keeps_nothing_in_memory(pdfs):
+    """A million claimed pages once became a million page sizes kept per upload."""
+    documents.DOCUMENTS.clear()
+    for _ in range(2):
+        with pytest.raises(InputError):
+            document_info(pdfs["claims_a_million"])
+    assert len(documents.DOCUMENTS) == 0
+
+
+def test_rendered_pages_are_private_to_this_user(pdfs):
+    (page,) = page_images(pdfs["small"], [1])
+    folder = Path(page).parent
+    assert folder == documents.page_dir()
+    assert folder.stat().st_uid == os.getuid() and folder.stat().st_mode & 0o077 == 0
 
 
 def test_an_empty_pdf_is_told_apart_whatever_failed_before(pdfs):
@@ -281,11 +317,15 @@ def test_pages_are_rendered_once_and_again_if_their_file_is_gone(pdfs, renders):
     assert Path(first[0]).is_file() and len(renders) == 3
 
 
-def test_the_page_folder_is_bounded(tmp_path):
+def test_the_page_folder_is_bounded_and_spares_pages_in_use(tmp_path):
+    old = time.time() - documents.RECENT_S - 60
     for index in range(5):
         (tmp_path / f"{index}.png").write_bytes(b"x" * 100)
+        os.utime(tmp_path / f"{index}.png", (old + index, old + index))
+    (tmp_path / "new.png").write_bytes(b"x" * 100)  # just rendered: a request may read it now
+    (tmp_path / "page.123.part").write_bytes(b"x" * 100)  # being written
     documents.sweep(tmp_path, 250, keep=tmp_path / "0.png")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.png", "4.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.png", "new.png", "page.123.part"]
 
 
 def test_rendering_stops_between_pages_once_the_request_is_cancelled(pdfs, renders):

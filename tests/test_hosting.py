@@ -130,6 +130,11 @@ def test_auth_entries_and_the_exposure_warning(tmp_path):
     assert app.exposure_warning(app.parse_args(["--share"]), [("a", "b")]) is None
     assert "0.0.0.0" in app.exposure_warning(app.parse_args(["--host", "0.0.0.0"]), [])
     assert app.exposure_warning(app.parse_args([]), []) is None
+    # With --mcp, adding --auth is no way out (MCP clients cannot log in): not suggested.
+    warning = app.exposure_warning(app.parse_args(["--mcp", "--share"]), [])
+    assert "--mcp" in warning and "--auth" not in warning
+    assert "--mcp" in app.exposure_warning(app.parse_args(["--mcp", "--host", "0.0.0.0"]), [])
+    assert app.exposure_warning(app.parse_args(["--mcp"]), []) is None
 
 
 def test_auth_is_required_by_the_launched_app(backend, gradio_temp_dir):
