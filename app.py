@@ -282,6 +282,7 @@ def build_app(args: argparse.Namespace):
 
 def launch(demo, args: argparse.Namespace, auth: list) -> None:
     """Start serving (without blocking) and say where."""
+    from interface.i18n import language_options
     from interface.layout import CSS
     from interface.security import secure_launch_options
 
@@ -296,6 +297,7 @@ def launch(demo, args: argparse.Namespace, auth: list) -> None:
         max_file_size=args.max_file_size,
         show_error=True,
         css=CSS,
+        **language_options(),  # English and Chinese, and the switch between them
         quiet=True,
         prevent_thread_lock=True,
         **secure_launch_options(),  # Content-Security-Policy, login throttling and checks

@@ -3,6 +3,8 @@
 Every endpoint takes its media and question, then the same optional parameters by name:
 `history`, `system_prompt`, `reasoning`, `answer_style`, `max_new_tokens`, `temperature`,
 `top_p`, `top_k`, `repetition_penalty`, `max_tiles`, `model`; each streams the answer so far.
+Every endpoint's last output is `thinking`: a thinking model's thinking, apart from the answer
+("" when it has none).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from collections.abc import Callable
 import gradio as gr
 from gradio_client.utils import is_valid_file
 
-from interface.conversation import to_conversation
+from interface.conversation import thinking_and_answer, to_conversation
 from interface.failures import failure, refusals
 from interface.queueing import MODEL_QUEUE, ResultReader, client_limit_validator
 from interface.settings import SETTING_NAMES, default_system_prompt, make_settings
-from interface.streaming import stream_answer
+from interface.streaming import asked_to_think, stream_answer
 from model_backend.base import Backend, GenerationSettings
 from model_backend.errors import InputError
 from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE, normalize_style
@@ -41,11 +43,14 @@ _NOTICES = re.compile(f"^(?:{re.escape(NOTICE_MARK)}[^\n]*\n\n)+")
 # descriptions from the docstring's Args: section, one line per parameter).
 COMMON_DOCS = {
     "history": 'earlier turns, oldest first: [{"role": "user" | "assistant", "content": "text"}] '
-    "(text only: media come through this tool's own file parameters); empty: a new "
-    "conversation.",
+    "(text only: media come through this tool's own file parameters; thinking in an answer, "
+    'inline <think>...</think> or a "thinking" or "reasoning_content" key, is dropped); '
+    "empty: a new conversation.",
     "system_prompt": "the system prompt (default: the model's own).",
-    "reasoning": "true: the model thinks step by step before answering (InternVL 2.5 MPO's "
-    "chain-of-thought prompt): slower, better on questions that need reasoning.",
+    "reasoning": "true: the model reasons before answering: slower, better on questions that "
+    "need reasoning. A model with a thinking mode (InternVL3.5) thinks, asked by its documented "
+    "thinking system prompt (the thinking comes back apart, in `thinking`); others get InternVL "
+    "2.5 MPO's chain-of-thought prompt (steps, then 'Final answer: ...').",
     "answer_style": f"how to answer: {', '.join(ANSWER_STYLES)} (default {DEFAULT_STYLE}).",
     **{
         name: f"{limit.label}, {limit.low:g} to {limit.high:g} "
@@ -57,6 +62,12 @@ COMMON_DOCS["max_tiles"] = (
     f"{COMMON_DOCS['max_tiles'][:-1]}: each image is cut into up to this many 448-pixel tiles "
     f"(more: finer detail, slower)."
 )
+# Every endpoint's last output, and its line in the docstring's Returns:.
+THINKING_DOC = (
+    "    thinking: the model's thinking before its answer (a thinking model, e.g. InternVL3.5 "
+    "with reasoning on, or an engine's reasoning_content); empty when it did not think. Never "
+    "part of the answer."
+)
 # Gradio's MCP server calls the app through its own client, which sends this header.
 MCP_CALLER = ("x-gradio-user", "mcp")
 
@@ -64,14 +75,15 @@ MCP_CALLER = ("x-gradio-user", "mcp")
 def endpoint_docstring(description: str, models: list[str], default_model: str) -> str:
     """An endpoint's docstring: the tab's `description` (what the endpoint does, an Args:
     section with a line per own parameter, a Returns: section) with a line per common
-    parameter added to its Args:."""
+    parameter added to its Args:, and the `thinking` output's to its Returns:."""
     head, returns_header, returns = description.partition("Returns:")
+    returns_header = returns_header or "Returns:"  # the thinking output's line needs one
     if "Args:" not in head:
         head = head.rstrip() + "\nArgs:\n"
     model_doc = f"the model to answer with: one of {', '.join(models)} (empty: {default_model})."
     docs = {**COMMON_DOCS, "model": model_doc}
     common = "".join(f"    {name}: {docs[name]}\n" for name in COMMON_NAMES)
-    return f"{head.rstrip()}\n{common}{returns_header}{returns}"
+    return f"{head.rstrip()}\n{common}{returns_header}{returns.rstrip()}\n{THINKING_DOC}"
 
 
 def for_mcp(values, results: list) -> object:
@@ -133,13 +145,15 @@ def register_endpoint(
 
     Its parameters are the labels of `own_inputs()` (the endpoint's media and question) followed
     by the common ones; `build_turns(**own, history=...)` makes the conversation, and
-    `present(answer so far, own, final)` what each streamed output is; when it left something
-    out while the answer streamed (`own["stale"]`), it is called once more with final=True.
+    `present(answer so far, own, final)` what each streamed output of `outputs()` is (the answer
+    alone, notices first); when it left something out while the answer streamed
+    (`own["stale"]`), it is called once more with final=True. The thinking so far follows them,
+    as the last output.
     """
     with gr.Column(visible=False):
         own_components = own_inputs()
         inputs = [*own_components, *common_inputs(system_prompt)]
-        results = outputs()
+        results = [*outputs(), gr.Textbox(label="thinking")]
         trigger = gr.Button()
     own_names = [component.label for component in own_components]
     own_file_types = take_file_types(own_components)
@@ -150,15 +164,19 @@ def register_endpoint(
         own = {name: given[name] for name in own_names}
         headers = getattr(request, "headers", None) or {}
         mcp = headers.get(MCP_CALLER[0]) == MCP_CALLER[1]
-        show = (lambda *step: for_mcp(present(*step), results)) if mcp else present
+
+        def show(answer: str, thinking: str, final: bool) -> tuple:
+            shown = present(answer, own, final)
+            values = (*(shown if isinstance(shown, tuple) else (shown,)), thinking)
+            return for_mcp(values, results) if mcp else values
 
         def build() -> list[dict]:
             for name, file_types in own_file_types.items():
                 check_file_types(own[name], file_types)
             return build_turns(**own, history=given["history"])
 
-        text = None
-        for text in answer_request(
+        step = None
+        for step in answer_request(
             backend,
             build,
             given["system_prompt"],
@@ -169,9 +187,9 @@ def register_endpoint(
             request,
             model=given["model"] or None,
         ):
-            yield show(text, own, False)
-        if text is not None and own.get("stale"):
-            yield show(text, own, True)
+            yield show(*step, False)
+        if step is not None and own.get("stale"):
+            yield show(*step, True)
 
     # gradio_client names the parameters, and tells required from optional, by the function's
     # signature: the media and the question are required, the rest default to their inputs'.
@@ -243,8 +261,8 @@ def answer_request(
     request: gr.Request | None = None,
     model: str | None = None,
 ):
-    """Check an API request and stream its answer (with `model`, None: the default); user
-    errors end as a clean gr.Error.
+    """Check an API request and stream (answer so far, thinking so far) (with `model`, None:
+    the default); user errors end as a clean gr.Error.
 
     `build_turns()` returns the whole conversation (history + the new question, media attached).
     Notices (old turns left out) start the answer.
@@ -263,6 +281,7 @@ def answer_request(
                 system_prompt = own_system_prompt(backend, model)
             conversation = to_conversation(turns, system_prompt)
             conversation.check()
+            thinking_mode = asked_to_think(backend, model, reasoning)
         except InputError:
             raise
         except (TypeError, ValueError, ArithmeticError) as error:  # e.g. a number sent as null
@@ -280,8 +299,9 @@ def answer_request(
     )
     try:
         with contextlib.closing(steps):  # an error below stops the model at once
-            for text, _stats in steps:
+            for text, stats, _seconds in steps:
                 reader.check()
-                yield with_notices(text, notices)
+                thinking, answer = thinking_and_answer(text, thinking_mode, stats is not None)
+                yield with_notices(answer, notices), thinking
     except Exception as error:
         raise failure(error) from None

@@ -30,6 +30,7 @@ from interface.conversation import (
 )
 from interface.export import write_exports
 from interface.failures import failure, refusals
+from interface.i18n import localized, translate
 from interface.queueing import (
     MODEL_LOADS,
     MODEL_QUEUE,
@@ -39,7 +40,7 @@ from interface.queueing import (
 )
 from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SettingsControls, make_settings, settings_record
-from interface.streaming import ACTIVE_STREAMS, stream_answer
+from interface.streaming import ACTIVE_STREAMS, asked_to_think, stream_answer
 from interface.tab_helpers import ADD_A_DOCUMENT, ADD_A_VIDEO, ADD_AN_IMAGE
 from model_backend.base import MAX_QUESTION_CHARS, Backend, TextStream, check_length
 from model_backend.errors import InputError, ModelLoadError
@@ -131,7 +132,7 @@ class ChatPanel:
         self.state = gr.State([])
         self.chatbot = gr.Chatbot(
             elem_id=f"{tab.name}-chatbot",
-            label="Conversation",
+            label=localized("Conversation"),
             height=520,
             latex_delimiters=LATEX_DELIMITERS,
             buttons=["copy", "copy_all"],
@@ -143,28 +144,35 @@ class ChatPanel:
         )
         self.textbox = gr.MultimodalTextbox(
             elem_id=f"{tab.name}-input",
-            placeholder="Ask a question and press Enter",
-            label="Question",
+            placeholder=localized("Ask a question and press Enter"),
+            label=localized("Question"),
             file_types=list(tab.file_types),
             file_count=tab.file_count,
             sources=["upload"],
             show_label=False,
-            submit_btn="Send",
+            submit_btn=True,  # an arrow: Gradio shows a text here untranslated
         )
         with gr.Row():
             self.stop_btn = gr.Button(
-                "Stop", variant="stop", visible=False, elem_id=f"{tab.name}-stop"
+                localized("Stop"), variant="stop", visible=False, elem_id=f"{tab.name}-stop"
             )
-            self.regenerate_btn = gr.Button("Regenerate", elem_id=f"{tab.name}-regenerate")
-            self.undo_btn = gr.Button("Undo", elem_id=f"{tab.name}-undo")
-            self.clear_btn = gr.Button("Clear", elem_id=f"{tab.name}-clear")
+            self.regenerate_btn = gr.Button(
+                localized("Regenerate"), elem_id=f"{tab.name}-regenerate"
+            )
+            self.undo_btn = gr.Button(localized("Undo"), elem_id=f"{tab.name}-undo")
+            self.clear_btn = gr.Button(localized("Clear"), elem_id=f"{tab.name}-clear")
         with gr.Row():
-            self.export_btn = gr.Button("Export chat", size="sm", elem_id=f"{tab.name}-export")
+            self.export_btn = gr.Button(
+                localized("Export chat"), size="sm", elem_id=f"{tab.name}-export"
+            )
             self.export_json = gr.DownloadButton(
-                "Download chat (JSON)", visible=False, size="sm", elem_id=f"{tab.name}-export-json"
+                localized("Download chat (JSON)"),
+                visible=False,
+                size="sm",
+                elem_id=f"{tab.name}-export-json",
             )
             self.export_md = gr.DownloadButton(
-                "Download chat (Markdown)",
+                localized("Download chat (Markdown)"),
                 visible=False,
                 size="sm",
                 elem_id=f"{tab.name}-export-md",
@@ -362,11 +370,12 @@ class ChatPanel:
         with the question (shown, not sent) and becomes an alternative to the new one."""
         ACTIVE_STREAMS.new_request(self.key(request))
         if not turns or turns[-1]["role"] != "assistant":
-            raise gr.Error("There is no answer to regenerate yet.", print_exception=False)
+            no_answer = translate("There is no answer to regenerate yet.")
+            raise gr.Error(no_answer, print_exception=False)
         with refusals():
             check_client_jobs(request)
         if turns[-2].get("restored") and media_missing(turns):  # the model would not see them
-            raise gr.Error(missing_file(self.tab), print_exception=False)
+            raise gr.Error(translate(missing_file(self.tab)), print_exception=False)
         question = {**turns[-2], "reasoning": bool(reasoning), "previous_answer": turns[-1]}
         question["answer_style"] = normalize_style(answer_style)
         return self.shown([*turns[:-2], question])
@@ -398,7 +407,7 @@ class ChatPanel:
         if pair and self.feedback is not None:
             # Text from the browser's storage, or a question whose media are gone: no pair.
             if any(answer.get("restored") for answer in pair) or media_missing(before):
-                gr.Info(NOT_A_PAIR)
+                gr.Info(translate(NOT_A_PAIR))
             else:
                 self.keep_pair(before, *pair, model, settings_record(system_prompt, *values))
         return {**self.shown(turns), **self.no_downloads(), **self.extras(turns)}
@@ -429,7 +438,7 @@ class ChatPanel:
                 source="like",
             )
         except InputError as error:  # e.g. both answers the same: the choice stands
-            gr.Warning(str(error))
+            gr.Warning(translate(str(error)))
 
     def undo(self, turns: list[dict]) -> dict:
         """Remove the last question and its answer; the question goes back into the box."""
@@ -454,7 +463,7 @@ class ChatPanel:
         with refusals():
             files = write_exports(turns, model, settings)
         if files is None:
-            gr.Info("There is nothing to export yet: ask a question first.")
+            gr.Info(translate("There is nothing to export yet: ask a question first."))
             return self.no_downloads()
         return {
             button: gr.DownloadButton(value=path, visible=True)
@@ -494,6 +503,7 @@ class ChatPanel:
 
         reader = ResultReader(request)
         try:
+            thinking_mode = asked_to_think(self.backend, model, asked[-1].get("reasoning"))
             steps = stream_answer(
                 self.backend,
                 to_conversation(asked, system_prompt),
@@ -506,9 +516,10 @@ class ChatPanel:
             )
             extras_at = 0.0
             with contextlib.closing(steps):  # an error below stops the model at once
-                for text, stats in steps:
+                for text, stats, seconds in steps:
                     reader.check()
-                    answer = assistant_turn(text, stats.summary() if stats else None, model)
+                    figures = stats.summary() if stats else None
+                    answer = assistant_turn(text, figures, model, seconds, thinking_mode)
                     shown = [*asked, with_earlier_answers(answer, previous)]
                     updates = self.shown(shown)
                     # Extras (the grounding drawing) a few times a second while the model

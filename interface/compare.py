@@ -39,6 +39,7 @@ from interface.api import (
 from interface.chat import HIDDEN, INPUT_CONCURRENCY, INPUT_QUEUE, typed
 from interface.conversation import (
     assistant_turn,
+    thinking_and_answer,
     to_chatbot,
     to_conversation,
     to_turn,
@@ -46,6 +47,7 @@ from interface.conversation import (
     video_dict,
 )
 from interface.failures import failure, refusals
+from interface.i18n import english, localized, localized_by, translate
 from interface.queueing import (
     MODEL_LOADS,
     MODEL_QUEUE,
@@ -55,7 +57,7 @@ from interface.queueing import (
 )
 from interface.rendering import LATEX_DELIMITERS
 from interface.settings import SETTING_NAMES, build_settings, make_settings
-from interface.streaming import ACTIVE_STREAMS, stream_answer
+from interface.streaming import ACTIVE_STREAMS, AnswerStep, asked_to_think, stream_answer
 from interface.video_chat import VIDEO_TYPES
 from model_backend.base import (
     MAX_FRAMES,
@@ -94,8 +96,11 @@ def runs_both_at_once(backend: Backend, concurrency_limit: int) -> bool:
     return backend.info.kind != "local" and concurrency_limit > 1
 
 
-def tab_note(backend: Backend, concurrency_limit: int, feedback: PreferenceStore | None) -> str:
-    """One line: how the two answers run here, and whether votes are kept."""
+def tab_note(
+    backend: Backend, concurrency_limit: int, feedback: PreferenceStore | None, say=english
+) -> str:
+    """One line: how the two answers run here, and whether votes are kept (`say`: see
+    interface.i18n)."""
     if runs_both_at_once(backend, concurrency_limit):
         order = "Both answers stream at the same time."
     else:
@@ -110,7 +115,7 @@ def tab_note(backend: Backend, concurrency_limit: int, feedback: PreferenceStore
             "Votes with a winner are kept, with the question and its images or video, as "
             "preference pairs for training."
         )
-    return f"{order} {kept}"
+    return f"{say(order)} {say(kept)}"
 
 
 # -- the comparison's turns ---------------------------------------------------------------------
@@ -165,32 +170,43 @@ class SideAnswer:
 
     model: str
     system_prompt: str
+    thinking_mode: bool = False  # asked to think (interface.streaming.asked_to_think)
     text: str = ""
     stats: GenerationStats | None = None
+    thinking_seconds: float | None = None
     notices: list[str] = field(default_factory=list)
 
     def turn(self) -> dict:
-        return assistant_turn(self.text, self.stats.summary() if self.stats else None, self.model)
+        figures = self.stats.summary() if self.stats else None
+        return assistant_turn(
+            self.text, figures, self.model, self.thinking_seconds, self.thinking_mode
+        )
+
+    def api_texts(self) -> tuple[str, str]:
+        """The answer alone (notices first) and the thinking so far ("" when none)."""
+        final = self.stats is not None
+        thinking, answer = thinking_and_answer(self.text, self.thinking_mode, final)
+        return with_notices(answer, self.notices), thinking
 
     def figures(self) -> str:
         return self.stats.summary() if self.stats else ""
 
 
-def one_after_the_other(steps: list[Iterator]) -> Iterator[tuple[int, str, GenerationStats]]:
-    """(side, answer so far, stats) of the left answer, then of the right one; a right answer
+def one_after_the_other(steps: list[Iterator]) -> Iterator[tuple[int, AnswerStep]]:
+    """(side, its answer's step) of the left answer, then of the right one; a right answer
     is not started once the left was stopped (Stop stops both)."""
     for index, side in enumerate(steps):
-        stats = None
+        step = None
         with contextlib.closing(side):
-            for text, stats in side:
-                yield index, text, stats
-        if index == 0 and stats is not None and stats.stopped:
+            for step in side:
+                yield index, step
+        if index == 0 and step is not None and step.stats is not None and step.stats.stopped:
             steps[1].close()
-            yield 1, "", NOT_STARTED
+            yield 1, AnswerStep("", NOT_STARTED, None)
             return
 
 
-def at_the_same_time(steps: list[Iterator]) -> Iterator[tuple[int, str, GenerationStats]]:
+def at_the_same_time(steps: list[Iterator]) -> Iterator[tuple[int, AnswerStep]]:
     """The same, both answers at once: each side is read in a thread of its own, their updates
     merged here. Closing this (or a side's error) ends both sides before it returns."""
     updates: queue.Queue = queue.Queue()
@@ -224,7 +240,7 @@ def at_the_same_time(steps: list[Iterator]) -> Iterator[tuple[int, str, Generati
             elif isinstance(item, BaseException):
                 raise item
             else:
-                yield index, *item
+                yield index, item
     finally:
         halt.set()
         for thread in threads:
@@ -262,8 +278,9 @@ def stream_both(
     ]
     merged = (at_the_same_time if parallel else one_after_the_other)(steps)
     with contextlib.closing(merged):
-        for index, text, stats in merged:
-            answers[index].text, answers[index].stats = text, stats
+        for index, step in merged:
+            answer = answers[index]
+            answer.text, answer.stats, answer.thinking_seconds = step
             yield index
 
 
@@ -340,14 +357,17 @@ def record_vote(choice: str, latest: dict | None, feedback: PreferenceStore | No
             "You already voted on this comparison (one vote each): ask another question to "
             "vote again."
         )
-    label = VOTES[choice]
+    label = translate(VOTES[choice])
     if choice not in ("left", "right"):
-        return (
-            f"Thanks: {label}. A tie or two bad answers make no preference pair: nothing was "
-            "written."
+        return translate(
+            "Thanks: {label}. A tie or two bad answers make no preference pair: nothing was "
+            "written.",
+            label=label,
         )
     if feedback is None:
-        return f"Thanks: {label}. This demo keeps no votes: nothing was written."
+        return translate(
+            "Thanks: {label}. This demo keeps no votes: nothing was written.", label=label
+        )
     chosen = SIDES.index(choice)
     rejected = 1 - chosen
     settings = {
@@ -371,7 +391,7 @@ def record_vote(choice: str, latest: dict | None, feedback: PreferenceStore | No
     except BaseException:
         VOTED.release(latest["id"])  # not written: the vote may be given again
         raise
-    return f"Thanks: {label}. Kept as a preference pair."
+    return translate("Thanks: {label}. Kept as a preference pair.", label=label)
 
 
 def vote(choice: str, latest: dict | None, feedback: PreferenceStore | None) -> str:
@@ -405,16 +425,18 @@ def build_side(name: str, backend: Backend, reasoning: bool) -> Side:
             model = gr.Dropdown(
                 choices,
                 value=backend.info.model,
-                label=f"{name.capitalize()} model",
+                label=localized(f"{name.capitalize()} model"),
                 interactive=len(choices) > 1,
                 elem_id=f"compare-{name}-model",
             )
             reasoning = gr.Checkbox(
-                reasoning, label="Reason step by step", elem_id=f"compare-{name}-reasoning"
+                reasoning,
+                label=localized("Reason step by step"),
+                elem_id=f"compare-{name}-reasoning",
             )
         chatbot = gr.Chatbot(
             elem_id=f"compare-{name}-chatbot",
-            label=f"{name.capitalize()} answer",
+            label=localized(f"{name.capitalize()} answer"),
             height=460,
             latex_delimiters=LATEX_DELIMITERS,
             buttons=["copy"],
@@ -440,24 +462,28 @@ class CompareTab:
         self.parallel = runs_both_at_once(backend, concurrency_limit)
         self.session_model = model
         self.feedback = feedback
-        gr.Markdown(tab_note(backend, concurrency_limit, feedback), elem_id="compare-note")
+        note = localized_by(lambda say: tab_note(backend, concurrency_limit, feedback, say))
+        gr.Markdown(note, elem_id="compare-note")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
                 self.images = gr.File(
-                    label="Images",
+                    label=localized("Images"),
                     file_count="multiple",
                     file_types=["image"],
                     elem_id="compare-images",
                 )
                 self.video = gr.Video(
-                    sources=["upload"], label="Or a video", elem_id="compare-video", height=220
+                    sources=["upload"],
+                    label=localized("Or a video"),
+                    elem_id="compare-video",
+                    height=220,
                 )
                 self.num_frames = gr.Slider(
                     4,
                     MAX_FRAMES,
                     VideoClip.num_frames,
                     step=1,
-                    label="Frames",
+                    label=localized("Frames"),
                     elem_id="compare-frames",
                 )
                 self.settings = build_settings(defaults, system_prompt, prefix="compare")
@@ -470,19 +496,23 @@ class CompareTab:
                         build_side("right", backend, reasoning=True),
                     ]
                 self.question = gr.Textbox(
-                    placeholder="Ask both sides a question and press Enter",
+                    placeholder=localized("Ask both sides a question and press Enter"),
                     show_label=False,
                     elem_id="compare-input",
                 )
                 with gr.Row():
-                    self.send_btn = gr.Button("Compare", variant="primary", elem_id="compare-send")
-                    self.stop_btn = gr.Button(
-                        "Stop", variant="stop", visible=False, elem_id="compare-stop"
+                    self.send_btn = gr.Button(
+                        localized("Compare"), variant="primary", elem_id="compare-send"
                     )
-                    self.clear_btn = gr.Button("Clear", elem_id="compare-clear")
+                    self.stop_btn = gr.Button(
+                        localized("Stop"), variant="stop", visible=False, elem_id="compare-stop"
+                    )
+                    self.clear_btn = gr.Button(localized("Clear"), elem_id="compare-clear")
                 with gr.Row():
                     self.vote_btns = {
-                        choice: gr.Button(label, size="sm", elem_id=f"compare-vote-{choice}")
+                        choice: gr.Button(
+                            localized(label), size="sm", elem_id=f"compare-vote-{choice}"
+                        )
                         for choice, label in VOTES.items()
                     }
                 self.vote_note = gr.Markdown(elem_id="compare-vote-note")
@@ -682,7 +712,11 @@ class CompareTab:
                 side_system_prompt(self.backend, system_prompt, session_model, model)
                 for model in models
             ]
-            answers = [SideAnswer(*side) for side in zip(models, prompts, strict=True)]
+            thinks = [
+                asked_to_think(self.backend, model, side[-1]["reasoning"])
+                for model, side in zip(models, turns, strict=True)
+            ]
+            answers = [SideAnswer(*side) for side in zip(models, prompts, thinks, strict=True)]
         keys = self.keys(request)
         started: list[tuple[str, TextStream]] = []
 
@@ -767,6 +801,8 @@ class CompareTab:
                 gr.Textbox(label="right_answer"),
                 gr.Textbox(label="left_figures"),
                 gr.Textbox(label="right_figures"),
+                gr.Textbox(label="left_thinking"),
+                gr.Textbox(label="right_thinking"),
             ]
             choice = gr.Textbox(label="choice")
             message = gr.Textbox(label="message")
@@ -813,10 +849,13 @@ class CompareTab:
             f"    answer_style: {COMMON_DOCS['answer_style']}\n"
             + "".join(f"    {name}: {COMMON_DOCS[name]}\n" for name in API_SETTINGS)
             + "Returns:\n"
-            "    left_answer: the left side's answer.\n"
-            "    right_answer: the right side's answer.\n"
+            "    left_answer: the left side's answer alone (its thinking apart).\n"
+            "    right_answer: the right side's answer alone.\n"
             "    left_figures: the left side's model and speed (tokens, seconds).\n"
-            "    right_figures: the same for the right side."
+            "    right_figures: the same for the right side.\n"
+            "    left_thinking: the left side's thinking before its answer (a thinking model, "
+            "e.g. InternVL3.5 with its reasoning switch on); empty when it did not think.\n"
+            "    right_thinking: the same for the right side."
         )
         compare_trigger.click(
             compare,
@@ -867,7 +906,8 @@ class CompareTab:
                 for side in SIDES:
                     model = backend.check_model(given[f"{side}_model"] or None)
                     prompt = side_system_prompt(backend, given["system_prompt"], None, model)
-                    answers.append(SideAnswer(model, prompt))
+                    thinks = asked_to_think(backend, model, given[f"{side}_reasoning"])
+                    answers.append(SideAnswer(model, prompt, thinks))
                 conversations = [
                     to_conversation(side, answer.system_prompt)
                     for side, answer in zip(turns, answers, strict=True)
@@ -880,8 +920,9 @@ class CompareTab:
                 raise InputError(f"Invalid parameter: {error}") from None
 
         def outputs(latest: dict | None) -> tuple:
-            texts = [with_notices(answer.text, answer.notices) for answer in answers]
-            return latest, *texts, *(answer.figures() for answer in answers)
+            (left, left_thinking), (right, right_thinking) = map(SideAnswer.api_texts, answers)
+            figures = [answer.figures() for answer in answers]
+            return latest, left, right, *figures, left_thinking, right_thinking
 
         reader = ResultReader(request)
         try:

@@ -5,6 +5,12 @@ A gr.State holds a list of turn dicts:
   "reasoning": bool, "answer_style": str, "stats": str | None}`, and an answer's "model" (the
 session's model may change between answers) and "feedback" ("like", "dislike" or None).
 
+An answer's "text" is the reply as the model wrote it, thinking included (`<think>...</think>`
+first, model_backend.thinking); it is split for display, and the prompt builder sends only the
+answer back. With it, "thinking_seconds" (how long it thought, None if not or not yet) and
+"thinking_mode" (asked with the reasoning switch on a model with a thinking mode: untagged text
+is thinking until `</think>`).
+
 After Regenerate an answer turn holds every answer to its question: its own fields are the
 answer in use (the only one the model sees in later turns), "alternatives" the others (each
 `{"text", "stats", "model", "feedback", "number"}`, by number), and "number" the place of the
@@ -29,6 +35,7 @@ from model_backend.base import Conversation, Turn, VideoClip
 from model_backend.errors import InputError
 from model_backend.media import BoundedCache
 from model_backend.styles import DEFAULT_STYLE, normalize_style, split_final_answer
+from model_backend.thinking import Reply, split_thinking, strip_thinking
 
 
 def user_turn(
@@ -49,7 +56,13 @@ def user_turn(
     }
 
 
-def assistant_turn(text: str, stats: str | None = None, model: str | None = None) -> dict:
+def assistant_turn(
+    text: str,
+    stats: str | None = None,
+    model: str | None = None,
+    thinking_seconds: float | None = None,
+    thinking_mode: bool = False,
+) -> dict:
     return {
         "role": "assistant",
         "text": text,
@@ -58,12 +71,47 @@ def assistant_turn(text: str, stats: str | None = None, model: str | None = None
         "stats": stats,
         "model": model,
         "feedback": None,
+        "thinking_seconds": thinking_seconds,
+        "thinking_mode": bool(thinking_mode),
     }
+
+
+def finished(answer: dict) -> bool:
+    """The answer has ended (its figures come at the end; a restored one has ended)."""
+    return answer.get("stats") is not None or bool(answer.get("restored"))
+
+
+def reply_of(answer: dict) -> Reply:
+    """An answer turn's (or an alternative's) thinking and answer."""
+    opened = bool(answer.get("thinking_mode"))
+    return split_thinking(answer["text"], opened=opened, final=finished(answer))
+
+
+def answer_alone(text: str, reply: Reply) -> str:
+    """The answer of `text` split into `reply`. Without thinking, the text as written (but
+    nothing while all it holds is a tag just begun, which split_thinking holds back)."""
+    if reply.thinking is not None:
+        return reply.answer
+    return text if reply.answer else ""
+
+
+def thinking_and_answer(text: str, thinking_mode: bool, final: bool) -> tuple[str, str]:
+    """A reply's thinking ("" when none) and its answer alone, as the API gives them back."""
+    reply = split_thinking(text, opened=thinking_mode, final=final)
+    return reply.thinking or "", answer_alone(text, reply)
+
+
+def answer_text(answer: dict) -> str:
+    """An answer turn's answer alone, without its thinking."""
+    opened = bool(answer.get("thinking_mode"))
+    return thinking_and_answer(answer["text"], opened, finished(answer))[1]
 
 
 # -- alternatives and feedback ----------------------------------------------------------------
 
-ANSWER_FIELDS = ("text", "stats", "model", "feedback", "number", "restored")
+ANSWER_FIELDS = (
+    "text", "stats", "model", "feedback", "number", "restored", "thinking_seconds", "thinking_mode"
+)  # fmt: skip
 FEEDBACK = {True: "like", False: "dislike"}  # gr.LikeData.liked; "" (taken back) is None
 
 
@@ -155,10 +203,15 @@ def to_clip(video: dict) -> VideoClip:
 
 
 def to_turn(turn: dict) -> Turn:
+    """The backend's turn. An answer loses its thinking here: the model never sees it again,
+    and a long thinking must not count against the length limits of what is sent."""
     video = turn.get("video")
+    text = turn["text"]
+    if turn["role"] == "assistant" and isinstance(text, str):
+        text = strip_thinking(text)
     return Turn(
         turn["role"],
-        turn["text"],
+        text,
         tuple(turn.get("images") or ()),
         video=to_clip(video) if video else None,
         reasoning=bool(turn.get("reasoning")),
@@ -171,26 +224,57 @@ def to_conversation(turns: list[dict], system_prompt: str) -> Conversation:
     return Conversation(turns=tuple(to_turn(t) for t in turns), system_prompt=system_prompt)
 
 
-def answer_messages(text: str, stats: str | None, reasoning: bool) -> list[dict]:
-    """Chatbot messages for one answer: the reasoning collapsible, the final answer in bold."""
+def answer_messages(
+    text: str,
+    stats: str | None,
+    reasoning: bool,
+    *,
+    thinking_seconds: float | None = None,
+    thinking_mode: bool = False,
+    final: bool | None = None,
+) -> list[dict]:
+    """Chatbot messages for one answer (`final`: it has ended; by default, it has `stats`).
+
+    A reply with thinking: the thinking collapsible (pending while it thinks, with its duration
+    once known), then the answer. Otherwise, asked with `reasoning` (InternVL 2.5 MPO's prompt,
+    not a thinking mode): the reasoning collapsible, then the final answer in bold."""
     footer = stats_line(stats) if stats else ""
-    if not reasoning:
-        return [{"role": "assistant", "content": (render_answer(text) or "…") + footer}]
-    steps, final = split_final_answer(text)
+    final = stats is not None if final is None else final
+    reply = split_thinking(text, opened=thinking_mode, final=final)
+    if reply.thinking is not None:
+        return thinking_messages(reply, thinking_seconds, footer, final)
+    if not reasoning or thinking_mode:
+        answer = answer_alone(text, reply)
+        return [{"role": "assistant", "content": (render_answer(answer) or "…") + footer}]
+    steps, final_answer = split_final_answer(text)
     thinking = {
         "role": "assistant",
         "content": render_answer(steps) or "…",
-        "metadata": {"title": "Reasoning", "status": "done" if final is not None else "pending"},
+        "metadata": {
+            "title": "Reasoning",
+            "status": "done" if final_answer is not None else "pending",
+        },
     }
-    if final is None:
+    if final_answer is None:
         if footer:  # ended (or stopped) without a final answer
             thinking["metadata"]["status"] = "done"
             return [thinking, {"role": "assistant", "content": "(no final answer)" + footer}]
         return [thinking]
-    return [
-        thinking,
-        {"role": "assistant", "content": f"**Final answer:** {render_answer(final)}" + footer},
-    ]
+    bold = f"**Final answer:** {render_answer(final_answer)}"
+    return [thinking, {"role": "assistant", "content": bold + footer}]
+
+
+def thinking_messages(reply: Reply, seconds: float | None, footer: str, final: bool) -> list[dict]:
+    """One "Thinking" collapsible above the answer; only the thinking while it thinks."""
+    metadata = {"title": "Thinking", "status": "done" if reply.thinking_done else "pending"}
+    if reply.thinking_done and seconds is not None:
+        metadata["duration"] = round(seconds, 1)
+    thinking = {"role": "assistant", "content": render_answer(reply.thinking) or "…"}
+    if not reply.thinking_done:
+        return [{**thinking, "metadata": metadata}]
+    # An empty answer at the end: it was cut off (stopped, or out of tokens) while thinking.
+    answer = render_answer(reply.answer) or ("(no answer)" if final else "…")
+    return [{**thinking, "metadata": metadata}, {"role": "assistant", "content": answer + footer}]
 
 
 def to_chatbot(turns: list[dict]) -> list[dict]:
@@ -256,7 +340,7 @@ def alternative_message(answer: dict, total: int) -> dict:
     footer = stats_line(answer["stats"]) if answer.get("stats") else ""
     return {
         "role": "assistant",
-        "content": (render_answer(answer["text"]) or "…") + footer,
+        "content": (render_answer(answer_text(answer)) or "…") + footer,
         "metadata": {
             "title": f"Other answer ({answer['number']} of {total})",
             "log": "not used · like it to use it instead",
@@ -278,8 +362,15 @@ def turn_messages(turn: dict, reasoning: bool, image: str | None) -> list[dict]:
         if turn["text"]:
             content.append(render_answer(turn["text"]))  # a <ref> in a question reads too
         return [{"role": "user", "content": content}, *alternatives]
-    messages = answer_messages(turn["text"], turn.get("stats"), reasoning)
-    drawing = drawn_boxes(image, turn["text"])
+    messages = answer_messages(
+        turn["text"],
+        turn.get("stats"),
+        reasoning,
+        thinking_seconds=turn.get("thinking_seconds"),
+        thinking_mode=bool(turn.get("thinking_mode")),
+        final=finished(turn),
+    )
+    drawing = drawn_boxes(image, answer_text(turn))  # boxes in the thinking are not drawn
     if drawing:
         messages.append({"role": "assistant", "content": {"path": drawing}})
     return [*alternatives, *messages]
@@ -303,7 +394,8 @@ def remembered_messages(turn: dict, reasoning: bool, image: str | None) -> list[
         video = (turn.get("video") or {}).get("path")
         key = ("user", turn["text"], tuple(turn.get("images") or ()), video, others)
     else:
-        key = ("assistant", turn["text"], turn.get("stats"), reasoning, image, others)
+        thinking = (turn.get("thinking_seconds"), turn.get("thinking_mode"), finished(turn))
+        key = ("assistant", turn["text"], turn.get("stats"), thinking, reasoning, image, others)
     messages = RENDERED.get_or_make(key, lambda: turn_messages(turn, reasoning, image))
     if turn["role"] == "assistant" and not all(map(os.path.isfile, drawings(messages))):
         # The drawing was deleted as old (grounding_view.keep_newest): drawn again, same file.
@@ -330,7 +422,9 @@ def history_to_turns(history: list | None) -> list[dict]:
     """API history (`[{"role": ..., "content": ...}]`, text content) -> turn dicts.
 
     Content may also be Gradio's normalised list of blocks; only text blocks are read (files in
-    API history are ignored: media come through the endpoint's own parameters).
+    API history are ignored: media come through the endpoint's own parameters). Other keys
+    (an engine's "reasoning_content", a "thinking") are ignored, and thinking written inline
+    in an answer never reaches the model (the prompt builder sends the answer alone).
     """
     turns = []
     for message in history or []:
@@ -344,13 +438,18 @@ def history_to_turns(history: list | None) -> list[dict]:
             content = "\n".join(
                 block.get("text", "") if isinstance(block, dict) else str(block)
                 for block in content
-                if isinstance(block, str) or (isinstance(block, dict) and "text" in block)
+                if isinstance(block, str) or is_text_block(block)
             )
         if message["role"] == "user":
             turns.append(user_turn(str(content)))
         else:
             turns.append(assistant_turn(str(content)))
     return turns
+
+
+def is_text_block(block) -> bool:
+    """A text block of Gradio's normalised content (not a file, not a "thinking" block)."""
+    return isinstance(block, dict) and "text" in block and block.get("type", "text") == "text"
 
 
 def conversation_paths(turns: list[dict]) -> set[str]:

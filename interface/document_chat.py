@@ -14,11 +14,14 @@ from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, user_turn
 from interface.history import History, restore_notice_box
+from interface.i18n import english, localized, localized_by, translate
 from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import ADD_A_DOCUMENT, question_text, show_examples
 from model_backend.base import Backend, Conversation, GenerationSettings, Turn
 from model_backend.documents import (
+    MAX_DOCUMENT_BYTES,
+    MAX_DOCUMENT_PAGES,
     MAX_PAGES_PER_QUESTION,
     document_info,
     limits_text,
@@ -31,21 +34,55 @@ from model_backend.media import image_token_estimate
 
 PDF_TYPES = [".pdf"]
 
-PAGES_HINT = (
-    f"Pages like `1-3, 5` (empty: the first {MAX_PAGES_PER_QUESTION}). Limits: {limits_text()}."
-)
+
+def document_limits(say=english) -> str:
+    """limits_text(), in the reader's language (`say`: see interface.i18n)."""
+    return say(
+        "up to {per_question} pages per question, documents of up to {pages} pages and"
+        " {megabytes} MB"
+    ).format(
+        per_question=MAX_PAGES_PER_QUESTION,
+        pages=MAX_DOCUMENT_PAGES,
+        megabytes=MAX_DOCUMENT_BYTES // 1024**2,
+    )
+
+
+def pages_hint(say=english) -> str:
+    """How to choose pages, and the limits."""
+    hint = "Pages like `1-3, 5` (empty: the first {count}). Limits: {limits}."
+    return say(hint).format(count=MAX_PAGES_PER_QUESTION, limits=document_limits(say))
+
+
+def upload_hint(say=english) -> str:
+    """What the tab says before a PDF is there."""
+    return f"{say('Upload a PDF.')} {pages_hint(say)}"
+
+
+def tab_placeholder(say=english) -> str:
+    return say(
+        "**Document chat** · add a PDF, choose the pages, then ask about them; the model sees them"
+        " as Page-1, Page-2, … ({limits})."
+    ).format(limits=document_limits(say))
 
 
 def latest_document(turns: list[dict]) -> dict | None:
     return next((t["document"] for t in reversed(turns) if t.get("document")), None)
 
 
-def document_turn(text: str, path: str, pages_text: str | None) -> dict:
-    """A question carrying the chosen pages of the PDF at `path`, rendered."""
+def document_number(turns: list[dict], key: str) -> int:
+    """The document's number in the conversation (from 1, in the order they came): what tells
+    the pages of two documents apart (model_backend.documents.page_labels)."""
+    keys = list(dict.fromkeys(t["document"]["key"] for t in turns if t.get("document")))
+    return keys.index(key) + 1 if key in keys else len(keys) + 1
+
+
+def document_turn(text: str, path: str, pages_text: str | None, number: int = 1) -> dict:
+    """A question carrying the chosen pages of the PDF at `path` (the conversation's document
+    `number`), rendered."""
     info = document_info(path)
     pages = parse_pages(pages_text, info.page_count)
     turn = user_turn(text, page_images(path, pages))
-    turn["image_labels"] = page_labels(pages)
+    turn["image_labels"] = page_labels(pages, number)
     turn["document"] = {"path": str(path), "key": info.key, "name": info.name, "pages": pages}
     return turn
 
@@ -68,17 +105,30 @@ def collect_document_turn(
         info = document_info(path)
         pages = parse_pages(pages_text, info.page_count)
         if not latest or (info.key, pages) != (latest["key"], latest["pages"]):
-            return document_turn(text, path, pages_text)
+            return document_turn(text, path, pages_text, document_number(turns, info.key))
     for turn in turns:  # a follow-up: the pages it relies on must still be there
         if turn.get("document"):
             page_images(turn["document"]["path"], turn["document"]["pages"])
     return user_turn(text)
 
 
-def preview(document: str | None, pages_text: str | None, max_tiles: float) -> tuple[list, str]:
-    """The pages that will be sent, numbered, and what they cost in image tokens."""
+def attached_document(message: dict | None) -> tuple:
+    """A PDF attached in the question box becomes the File box's document (the one the preview
+    shows and the next question sends) and leaves the question box, which keeps its text."""
+    files = list((message or {}).get("files") or [])
+    if not files:
+        return gr.skip(), gr.skip()
+    question = {"text": message.get("text") or "", "files": []}
+    return gr.MultimodalTextbox(value=question), files[-1]
+
+
+def preview(
+    document: str | None, pages_text: str | None, max_tiles: float, turns: list[dict] | None = None
+) -> tuple[list, str]:
+    """The pages that will be sent, labelled as the model will see them after `turns`, and
+    what they cost in image tokens."""
     if not document:
-        return [], f"Upload a PDF. {PAGES_HINT}"
+        return [], upload_hint(translate)
     try:
         info = document_info(document)
         pages = parse_pages(pages_text, info.page_count)
@@ -87,12 +137,19 @@ def preview(document: str | None, pages_text: str | None, max_tiles: float) -> t
         tiles = image_token_estimate(draft, int(max_tiles))
     except InputError as error:
         return [], f"⚠️ {error}"
-    gallery = list(zip(files, page_labels(pages), strict=True))
+    labels = page_labels(pages, document_number(turns or [], info.key))
+    gallery = list(zip(files, labels, strict=True))
     per_page = max(1, int(max_tiles) // len(pages))
-    return gallery, (
-        f"**{info.name}**: {info.page_count} page{'s' * (info.page_count != 1)} · sending "
-        f"{len(pages)} (up to {per_page} tiles each) → {sum(tiles)} tiles. {PAGES_HINT}"
-    )
+    page_count = "{count} page" if info.page_count == 1 else "{count} pages"
+    summary = "**{name}**: {pages} · sending {count} (up to {per_page} tiles each) → {tiles} tiles."
+    return gallery, translate(
+        summary,
+        name=info.name,
+        pages=translate(page_count, count=info.page_count),
+        count=len(pages),
+        per_page=per_page,
+        tiles=sum(tiles),
+    ) + f" {pages_hint(translate)}"
 
 
 def document_chat_turns(document: str | None, question: str, pages: str | None, history=None):
@@ -119,21 +176,23 @@ def build_document_chat_tab(
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             document = gr.File(
-                label="PDF document", file_types=PDF_TYPES, elem_id="document-chat-file"
+                label=localized("PDF document"), file_types=PDF_TYPES, elem_id="document-chat-file"
             )
             pages = gr.Textbox(
-                label="Pages",
-                placeholder=f"e.g. 1-3, 5 (empty: the first {MAX_PAGES_PER_QUESTION})",
+                label=localized("Pages"),
+                placeholder=localized(
+                    "e.g. 1-3, 5 (empty: the first {count})", count=MAX_PAGES_PER_QUESTION
+                ),
                 elem_id="document-chat-pages",
             )
             gallery = gr.Gallery(
-                label="Pages sent with the question",
+                label=localized("Pages sent with the question"),
                 columns=4,
                 height=300,
                 interactive=False,
                 elem_id="document-chat-gallery",
             )
-            estimate = gr.Markdown(f"Upload a PDF. {PAGES_HINT}", elem_id="document-chat-estimate")
+            estimate = gr.Markdown(localized_by(upload_hint), elem_id="document-chat-estimate")
             settings = build_settings(defaults, system_prompt, prefix="document-chat")
             history = History("document-chat")
         with gr.Column(scale=3, min_width=400):
@@ -141,10 +200,7 @@ def build_document_chat_tab(
             tab = ChatTab(
                 name="document-chat",
                 collect_turn=collect_document_turn,
-                placeholder=(
-                    "**Document chat** · add a PDF, choose the pages, then ask about them; "
-                    f"the model sees them as Page-1, Page-2, … ({limits_text()})."
-                ),
+                placeholder=localized_by(tab_placeholder),
                 file_types=tuple(PDF_TYPES),
                 media_inputs=(document, pages),
                 cleared={document: None, pages: "", gallery: []},
@@ -153,12 +209,21 @@ def build_document_chat_tab(
     show_examples("document_chat", panel.textbox, document)
     panel.wire(settings)
     history.wire(panel, notice)
+    # One document in view: what the gallery shows is what the question sends.
+    panel.textbox.change(
+        attached_document,
+        panel.textbox,
+        [panel.textbox, document],
+        queue=False,
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
     # Rendering queues up (a few at a time), and a page asks for only its latest preview.
     gr.on(
         [document.change, pages.submit, pages.blur, settings.max_tiles.release],
         preview,
-        [document, pages, settings.max_tiles],
+        [document, pages, settings.max_tiles, panel.state],
         [gallery, estimate],
         concurrency_id="document-preview",
         concurrency_limit=2,
@@ -186,6 +251,6 @@ def build_document_chat_tab(
         "    question: what to ask about the pages.\n"
         f"    pages: which pages, like 1-3,5 (empty: the first {MAX_PAGES_PER_QUESTION}).\n"
         "Returns:\n"
-        "    the answer (text).",
+        "    answer: the answer alone (text), after a notice if old turns were left out.",
     )
     return history

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from gradio.utils import get_upload_folder
 
-from interface.conversation import ANSWER_FIELDS
+from interface.conversation import ANSWER_FIELDS, reply_of
 from model_backend.errors import InputError
 
 # All exports kept at once; older ones are deleted to make room for a new one.
@@ -93,14 +93,27 @@ def embedded(path: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode()}"
 
 
+def answer_record(answer: dict, keys: tuple[str, ...]) -> dict:
+    """An answer (or an alternative) as plain data: its "text" is the answer alone, its
+    thinking (if any) is "thinking", with "thinking_seconds"."""
+    reply = reply_of(answer)
+    item = {"text": answer["text"]}
+    if reply.thinking is not None:
+        item = {"text": reply.answer, "thinking": reply.thinking}
+    return item | {key: answer[key] for key in keys if answer.get(key)}
+
+
 def export_record(turns: list[dict], model: str, settings: dict) -> dict:
     """The conversation as plain data: every turn, its media, and the settings used. `model` is
     the session's model at export; an answer that records its own "model" keeps it. An answer
     keeps its "feedback" ("like" or "dislike") and, after Regenerate, its "alternatives" (the
-    answers not in use, each with its "number"; the answer in use has its own "number")."""
+    answers not in use, each with its "number"; the answer in use has its own "number"). A
+    thinking model's answer has its thinking apart, in "thinking"."""
     record_turns = []
     for turn in turns:
         item = {"role": turn["role"], "text": turn["text"]}
+        if turn["role"] == "assistant":
+            item |= answer_record(turn, ("thinking_seconds",))
         if turn.get("images"):
             item["images"] = [
                 {"name": Path(p).name, "data_url": embedded(p)} for p in turn["images"]
@@ -112,10 +125,8 @@ def export_record(turns: list[dict], model: str, settings: dict) -> dict:
             if turn.get(key):
                 item[key] = turn[key]
         if turn["role"] == "assistant" and turn.get("alternatives"):
-            item["alternatives"] = [
-                {key: other[key] for key in ANSWER_FIELDS if other.get(key)}
-                for other in turn["alternatives"]
-            ]
+            fields = tuple(key for key in ANSWER_FIELDS if key not in ("text", "thinking_mode"))
+            item["alternatives"] = [answer_record(other, fields) for other in turn["alternatives"]]
         record_turns.append(item)
     return {
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -138,6 +149,15 @@ def answer_heading(answer: dict, record_model: str) -> str:
     return heading
 
 
+def thinking_lines(answer: dict) -> list[str]:
+    """An answer's thinking, folded (a <details> block) above it."""
+    if "thinking" not in answer:
+        return []
+    seconds = answer.get("thinking_seconds")
+    summary = "Thinking" + (f" ({seconds:.1f} s)" if seconds is not None else "")
+    return ["", f"<details><summary>{summary}</summary>", "", answer["thinking"], "", "</details>"]
+
+
 def export_markdown(record: dict) -> str:
     lines = [f"# Conversation with {record['model']}", "", f"Exported {record['exported_at']}", ""]
     lines += ["## Settings", ""]
@@ -158,12 +178,13 @@ def export_markdown(record: dict) -> str:
                 f"*Video {video['name']}: {video['num_frames']} frames, "
                 f"{video['tiles_per_frame']} tile(s) each*"
             )
-        lines += ["", turn["text"]]
+        lines += [*thinking_lines(turn), "", turn["text"]]
         if turn.get("stats"):
             lines += ["", f"*{turn['stats']}*"]
         for other in turn.get("alternatives", []):
             heading = f"{answer_heading(other, record['model'])} · answer {other['number']} "
-            lines += ["", f"### {heading}of {total}, not used", "", other["text"]]
+            lines += ["", f"### {heading}of {total}, not used", *thinking_lines(other)]
+            lines += ["", other["text"]]
             if other.get("stats"):
                 lines += ["", f"*{other['stats']}*"]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 Gradio shows the user only a gr.Error's text (anything else is a bare "Error"), so every
 refusal and failure ends as one, raised `from None` (its traceback is of no use to the user).
+The interface's own messages are translated (interface.i18n); the backend's stay in English.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 
 import gradio as gr
 
+from interface.i18n import translate
 from interface.streaming import user_message
 from model_backend.errors import GenerationError, InputError
 
@@ -24,7 +26,7 @@ def failure(error: Exception) -> gr.Error:
     traceback first."""
     if not isinstance(error, InputError | GenerationError):
         log.exception("generation failed")
-    return gr.Error(user_message(error), print_exception=False)
+    return gr.Error(translate(user_message(error)), print_exception=False)
 
 
 @contextmanager
@@ -33,4 +35,4 @@ def refusals() -> Iterator[None]:
     try:
         yield
     except InputError as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise gr.Error(translate(str(error)), print_exception=False) from None

@@ -8,7 +8,7 @@ import gradio as gr
 
 from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
-from interface.conversation import user_turn
+from interface.conversation import answer_text, user_turn
 from interface.grounding_view import (
     annotated_file,
     answer_boxes,
@@ -17,6 +17,7 @@ from interface.grounding_view import (
     boxes_table,
 )
 from interface.history import History, restore_notice_box
+from interface.i18n import localized
 from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import image_input, new_images, show_examples
@@ -38,13 +39,13 @@ def collect_grounding_turn(message: dict, turns: list[dict], image: str | None, 
 
 
 def latest_answer_and_image(turns: list[dict]) -> tuple[str | None, str | None]:
-    """The last answer and the latest image sent before it."""
+    """The last answer (without its thinking) and the latest image sent before it."""
     image = answer = None
     for turn in turns:
         if turn["role"] == "user":
             image = (turn.get("images") or [image])[-1]
         else:
-            answer = turn["text"]
+            answer = answer_text(turn)
     if turns and turns[-1]["role"] == "user":
         answer = None
     return answer, image
@@ -72,31 +73,35 @@ def build_grounding_tab(
         with gr.Column(scale=2, min_width=320):
             image = image_input("grounding-image", height=300)
             mode = gr.Radio(
-                MODES,
+                [(localized(label), value) for label, value in MODES],
                 value="find",
-                label="Mode",
-                info="Find: type what to look for · Detect all: just press Send · Ask: any "
-                "question (boxes are drawn if the answer has some)",
+                label=localized("Mode"),
+                info=localized(
+                    "Find: type what to look for · Detect all: just press Send · Ask: any "
+                    "question (boxes are drawn if the answer has some)"
+                ),
                 elem_id="grounding-mode",
             )
             settings = build_settings(defaults, system_prompt, prefix="grounding")
             history = History("grounding")
         with gr.Column(scale=3, min_width=400):
             drawn = gr.Image(
-                label="Boxes", interactive=False, elem_id="grounding-drawn", height=340
+                label=localized("Boxes"), interactive=False, elem_id="grounding-drawn", height=340
             )
             with gr.Row():
                 table = gr.Dataframe(
                     headers=TABLE_HEADERS,
-                    label="Boxes (pixels)",
+                    label=localized("Boxes (pixels)"),
                     interactive=False,
                     elem_id="grounding-table",
                 )
-                download = gr.File(label="Boxes as JSON", elem_id="grounding-json")
+                download = gr.File(label=localized("Boxes as JSON"), elem_id="grounding-json")
             tab = ChatTab(
                 name="grounding",
                 collect_turn=collect_grounding_turn,
-                placeholder="**Grounding** · add an image, pick a mode, say what to find.",
+                placeholder=localized(
+                    "**Grounding** · add an image, pick a mode, say what to find."
+                ),
                 media_inputs=(image, mode),
                 cleared={image: None, drawn: None, table: [], download: None},
                 extra_outputs=(drawn, table, download),
@@ -130,8 +135,8 @@ def build_grounding_tab(
         "ask, the question; ignored by mode detect.\n"
         "    mode: find (default), detect (every object) or ask.\n"
         "Returns:\n"
-        "    answer: the model's answer, boxes marked <ref>label</ref><box>[[x1, y1, x2, y2]]"
-        "</box> on a 0-1000 scale.\n"
+        "    answer: the model's answer (without its thinking), boxes marked "
+        "<ref>label</ref><box>[[x1, y1, x2, y2]]</box> on a 0-1000 scale.\n"
         '    boxes: JSON, [{"label": str, "x1": px, "y1": px, "x2": px, "y2": px}], corners in '
         "pixels of the image as given (left, top, right, bottom).\n"
         "    annotated_image: the image with the boxes drawn (a copy at most 2048 pixels a "

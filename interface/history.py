@@ -30,16 +30,20 @@ from pathlib import Path
 import gradio as gr
 
 from interface.conversation import FEEDBACK, assistant_turn, to_clip, user_turn
+from interface.i18n import localized, translate
+from model_backend.documents import page_ranges
 from model_backend.errors import InputError
 from model_backend.images import load_image
 from model_backend.media import sample_video
 from model_backend.styles import normalize_style
+from model_backend.thinking import THINK_CLOSE, THINK_OPEN, split_thinking
 
 MAX_ENTRIES = 50  # conversations per tab
 MAX_STORE_BYTES = 600_000  # per tab, as JSON: 4 tabs, base64-encrypted (4/3), fit in 5 MB
 MAX_ENTRY_BYTES = 120_000  # one conversation: its oldest turns are left out beyond that
 MAX_TURNS = 100  # one conversation: its oldest turns are left out beyond that too
-MAX_TEXT_CHARS = 4000  # per turn
+MAX_TEXT_CHARS = 4000  # per turn (an answer's thinking has as much again)
+MAX_THINKING_SECONDS = 86_400.0  # what the browser may send back as an answer's thinking time
 MAX_THUMBNAILS = 8  # per conversation
 THUMBNAIL_SIDE = 96  # pixels, the long side
 MAX_THUMBNAIL_CHARS = 20_000  # one thumbnail's data URL (a few thousand characters in practice)
@@ -96,6 +100,22 @@ def capped(text: str, limit: int = MAX_TEXT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def capped_answer(text: str, thinking_mode: bool) -> str:
+    """An answer's text capped; one with thinking keeps its thinking and its answer, each
+    capped (the thinking comes first and may be long)."""
+    reply = split_thinking(text, opened=thinking_mode, final=True)
+    if reply.thinking is None:
+        return capped(text)
+    return f"{THINK_OPEN}{capped(reply.thinking)}{THINK_CLOSE}\n\n{capped(reply.answer)}"
+
+
+def thinking_seconds(value) -> float | None:
+    """A thinking time from the browser, if it is one (nan and inf are not)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if 0 <= value <= MAX_THINKING_SECONDS else None
+
+
 def json_bytes(value) -> int:
     return len(json.dumps(value, ensure_ascii=False).encode())
 
@@ -104,10 +124,15 @@ def stored_turn(turn: dict) -> dict:
     """One turn as the browser keeps it: text, how it was asked or answered, and for media
     their names and thumbnails (a restored turn brings its thumbnails along)."""
     if turn["role"] == "assistant":
-        stored = {"role": "assistant", "text": capped(turn["text"])}
+        thinking_mode = bool(turn.get("thinking_mode"))
+        stored = {"role": "assistant", "text": capped_answer(turn["text"], thinking_mode)}
         for key in ("stats", "model"):
             if turn.get(key):
                 stored[key] = str(turn[key])
+        if thinking_mode:
+            stored["thinking_mode"] = True
+        if turn.get("thinking_seconds") is not None:
+            stored["thinking_seconds"] = turn["thinking_seconds"]
         if turn.get("feedback") in FEEDBACK_MARKS:  # a like or a dislike survives a reload
             stored["feedback"] = turn["feedback"]
         return stored
@@ -131,7 +156,11 @@ def stored_turn(turn: dict) -> dict:
 
 
 def media_names(turn: dict) -> list[str]:
-    """The names of a question's images and video (a restored question keeps only these)."""
+    """The names of a question's images and video, or of its document and pages (a restored
+    question keeps only these): what to attach again."""
+    if turn.get("document"):  # its images are pages rendered here, not files to attach
+        document, pages = turn["document"], turn["document"]["pages"]
+        return [f"{document['name']} (page{'s' * (len(pages) != 1)} {page_ranges(pages)})"]
     names = [Path(path).name for path in turn.get("images") or ()]
     if turn.get("video"):
         names.append(Path(turn["video"]["path"]).name)
@@ -218,7 +247,13 @@ def restored_turns(entry: dict) -> list[dict]:
     turns = []
     for stored in entry["turns"]:
         if stored["role"] == "assistant":
-            turn = assistant_turn(stored["text"], stored.get("stats"), stored.get("model"))
+            turn = assistant_turn(
+                stored["text"],
+                stored.get("stats"),
+                stored.get("model"),
+                stored.get("thinking_seconds"),
+                stored.get("thinking_mode", False),
+            )
             if stored.get("feedback") in FEEDBACK_MARKS:
                 turn["feedback"] = stored["feedback"]
         else:
@@ -233,20 +268,24 @@ def restored_turns(entry: dict) -> list[dict]:
 def restore_notice(entry: dict) -> str:
     """What the tab says above a restored conversation: its media must be attached again."""
     title = html.escape(entry["title"])
-    saved_at = f" (saved {when(entry['time'])})" if entry.get("time") else ""
-    lines = [f"<p><strong>Restored from this browser:</strong> {title}{saved_at}.</p>"]
+    saved_at = (
+        " " + translate("(saved {time})", time=when(entry["time"])) if entry.get("time") else ""
+    )
+    restored = translate("Restored from this browser:")
+    lines = [f"<p><strong>{restored}</strong> {title}{saved_at}.</p>"]
     if entry.get("partial"):
-        lines.append(
-            "<p>Its oldest turns were left out: the conversation was too long to keep.</p>"
-        )
+        left_out = "Its oldest turns were left out: the conversation was too long to keep."
+        lines.append(f"<p>{translate(left_out)}</p>")
     media = [name for turn in entry["turns"] for name in turn.get("media", ())]
     if media:
         names = ", ".join(html.escape(name) for name in dict.fromkeys(media))
-        lines.append(
-            "<p>⚠️ Its images and videos were not kept, only these thumbnails. Attach the "
-            f"original files again ({names}) to ask about them: until then the model sees the "
-            "text of the conversation only.</p>"
+        not_kept = translate(
+            "⚠️ Its images and videos were not kept, only these thumbnails. Attach the original"
+            " files again ({names}) to ask about them: until then the model sees the text of the"
+            " conversation only.",
+            names=names,
         )
+        lines.append(f"<p>{not_kept}</p>")
         thumbnails = [url for turn in entry["turns"] for url in turn.get("thumbnails", ())]
         lines.append(
             "<p class='history-thumbs'>"
@@ -294,6 +333,13 @@ def clean_entry(raw: dict, models: Collection[str]) -> dict:
             raise ValueError(role)
         turn = {"role": role, "text": capped(text)}
         if role == "assistant":
+            thinking_mode = stored.get("thinking_mode") is True
+            turn["text"] = capped_answer(text, thinking_mode)
+            if thinking_mode:
+                turn["thinking_mode"] = True
+            seconds = thinking_seconds(stored.get("thinking_seconds"))
+            if seconds is not None:
+                turn["thinking_seconds"] = seconds
             if isinstance(stored.get("stats"), str) and STATS.fullmatch(stored["stats"]):
                 turn["stats"] = stored["stats"]
             if stored.get("model") in models:
@@ -347,34 +393,40 @@ class History:
         self.current = gr.State(None)
         self.pending = gr.State(None)  # that conversation as an entry, once it has an answer
         with gr.Accordion(
-            "History (kept in this browser)", open=False, elem_id=f"{name}-history"
+            localized("History (kept in this browser)"), open=False, elem_id=f"{name}-history"
         ) as self.accordion:
             self.list = gr.Radio(
                 [],
-                label="Saved conversations, newest first: click one to restore it",
-                info=NOT_SAVED,
+                label=localized("Saved conversations, newest first: click one to restore it"),
+                info=localized(NOT_SAVED),
                 elem_id=f"{name}-history-list",
             )
             with gr.Row():
                 self.delete_btn = gr.Button(
-                    "Delete selected", size="sm", elem_id=f"{name}-history-delete"
+                    localized("Delete selected"), size="sm", elem_id=f"{name}-history-delete"
                 )
                 self.clear_btn = gr.Button(
-                    "Delete all", size="sm", variant="stop", elem_id=f"{name}-history-clear"
+                    localized("Delete all"),
+                    size="sm",
+                    variant="stop",
+                    elem_id=f"{name}-history-clear",
                 )
             gr.Markdown(
-                "Saved in this browser only (nothing on the server), with small thumbnails "
-                "instead of the images and videos: attach the files again to continue.",
+                localized(
+                    "Saved in this browser only (nothing on the server), with small thumbnails "
+                    "instead of the images and videos: attach the files again to continue."
+                ),
                 elem_classes="history-note",
             )
 
     def listed(self, entries: list[dict], selected: str | None = None) -> dict:
         """The accordion's list (and its count) for these entries."""
         selected = selected if find(entries, selected) else None
-        info = f"{len(entries)} saved" if entries else NOT_SAVED
+        info = translate("{count} saved", count=len(entries)) if entries else translate(NOT_SAVED)
+        label = translate("History (kept in this browser) · {count}", count=len(entries))
         return {
             self.list: gr.Radio(choices=choices(entries), value=selected, info=info),
-            self.accordion: gr.Accordion(label=f"History (kept in this browser) · {len(entries)}"),
+            self.accordion: gr.Accordion(label=label),
         }
 
     def wire(self, panel, notice: gr.Markdown) -> None:
@@ -470,7 +522,9 @@ class History:
         entry = find(entries, entry_id)
         skip = {self.panel.state: gr.skip()}
         if turns and not answered(turns):
-            busy = "Wait for the answer to finish (or press Stop) before restoring a conversation."
+            busy = translate(
+                "Wait for the answer to finish (or press Stop) before restoring a conversation."
+            )
             return {**skip, self.notice: gr.Markdown(f"⚠️ {busy}", visible=True)}
         if entry is None or (current and entry_id == current["id"] and turns):  # gone, or shown
             return skip

@@ -8,6 +8,7 @@ from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, user_turn
 from interface.history import History, restore_notice_box
+from interface.i18n import localized
 from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import image_input, new_images, question_text, show_examples
@@ -52,7 +53,9 @@ def build_image_chat_tab(
             tab = ChatTab(
                 name="image-chat",
                 collect_turn=collect_image_turn,
-                placeholder="**Image chat** · add an image on the left, then ask about it.",
+                placeholder=localized(
+                    "**Image chat** · add an image on the left, then ask about it."
+                ),
                 media_inputs=(image,),
                 cleared={image: None},
             )
@@ -77,6 +80,6 @@ def build_image_chat_tab(
         "with `history`, it belongs to the first user turn.\n"
         "    question: what to ask about the image.\n"
         "Returns:\n"
-        "    the answer (text).",
+        "    answer: the answer alone (text), after a notice if old turns were left out.",
     )
     return history

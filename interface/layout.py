@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -13,6 +14,7 @@ from interface.document_chat import build_document_chat_tab
 from interface.failures import refusals
 from interface.grounding_chat import build_grounding_tab
 from interface.history import History
+from interface.i18n import english, language_switch, localized, localized_by, translate
 from interface.image_chat import build_image_chat_tab
 from interface.multi_image_chat import DEFAULT_MAX_IMAGES, build_multi_image_chat_tab
 from interface.preferences import PreferenceStore
@@ -44,26 +46,34 @@ class UIOptions:
     feedback_dir: str | None = None  # where votes become preference pairs; None: nothing kept
 
 
-def header_markdown(info: BackendInfo) -> str:
-    """The page's header: the title and the model answering in this session."""
-    lines = [f"# {TITLE}", f"Model: `{info.model}` · {info.kind} · {info.device}".rstrip(" ·")]
+def header_markdown(info: BackendInfo, say: Callable[[str], str] = english) -> str:
+    """The page's header: the title and the model answering in this session (`say` gives each
+    text in the reader's language: see interface.i18n)."""
+    details = f" · {info.kind} · {info.device}".rstrip(" ·")
+    lines = [
+        f"# {TITLE}",
+        say("Model: `{model}`{details}").format(model=info.model, details=details),
+    ]
     if info.random_weights:
         lines.append(
-            "⚠️ **This checkpoint has random weights** (written by `python -m model_backend.tiny`):"
-            " everything works, but the answers are noise. Start the app with a real model, for"
-            " example `python app.py --model OpenGVLab/InternVL2_5-2B-MPO-hf`."
+            say(
+                "⚠️ **This checkpoint has random weights** (written by `python -m"
+                " model_backend.tiny`): everything works, but the answers are noise. Start the app"
+                " with a real model, for example `python app.py --model"
+                " OpenGVLab/InternVL2_5-2B-MPO-hf`."
+            )
         )
     return "\n\n".join(lines)
 
 
-def feedback_markdown(folder: str) -> str:
+def feedback_markdown(folder: str, say: Callable[[str], str] = english) -> str:
     """What the page says when votes are kept: plainly, near the header."""
-    return (
-        "🗳️ **Votes are kept on this server.** When you vote in the Compare tab, or like one "
-        "of two answers to a question (after Regenerate), the question, both answers and the "
-        f"images or video they concern are saved on this server (in `{folder}`) as preference data "
-        "for training models. Nothing is kept for answers you do not vote on."
-    )
+    return say(
+        "🗳️ **Votes are kept on this server.** When you vote in the Compare tab, or like one of two"
+        " answers to a question (after Regenerate), the question, both answers and the images or"
+        " video they concern are saved on this server (in `{folder}`) as preference data for"
+        " training models. Nothing is kept for answers you do not vote on."
+    ).format(folder=folder)
 
 
 def model_choice(backend: Backend) -> gr.Dropdown:
@@ -71,7 +81,7 @@ def model_choice(backend: Backend) -> gr.Dropdown:
     loads it beside the others when memory allows; a remote one picks among what the engine
     serves)."""
     return gr.Dropdown(
-        backend.models, value=backend.info.model, label="Model", elem_id="model-choice"
+        backend.models, value=backend.info.model, label=localized("Model"), elem_id="model-choice"
     )
 
 
@@ -92,7 +102,8 @@ def wire_model_choice(
     session; a model that cannot be loaded leaves the session on its model, menu included."""
 
     def switch(model: str, previous: str, *values: str, progress=gr.Progress()):  # noqa: B008
-        progress(0, desc=f"Loading {model} (it may take a few minutes the first time)…")
+        loading = "Loading {model} (it may take a few minutes the first time)…"
+        progress(0, desc=translate(loading, model=model))
         with refusals():
             try:
                 info = backend.ensure_model(model)
@@ -102,7 +113,7 @@ def wire_model_choice(
         new = prompts_after_switch(list(values), old_default, default_system_prompt(info))
         return {
             session_model: model,
-            header: header_markdown(info),
+            header: header_markdown(info, translate),
             **dict(zip(prompts, new, strict=True)),
         }
 
@@ -142,9 +153,14 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
     # Uploads and served copies older than UPLOADS_KEPT_S are deleted (checked hourly), so
     # Gradio's temp folder cannot grow for as long as the app runs.
     with gr.Blocks(title=TITLE, fill_width=True, delete_cache=(3600, UPLOADS_KEPT_S)) as demo:
-        header = gr.Markdown(header_markdown(backend.info), elem_id="header-note")
+        with gr.Row(equal_height=False):
+            header = gr.Markdown(
+                localized_by(lambda say: header_markdown(backend.info, say)), elem_id="header-note"
+            )
+            language_switch()
         if store is not None:
-            gr.Markdown(feedback_markdown(options.feedback_dir), elem_id="feedback-note")
+            note = localized_by(lambda say: feedback_markdown(options.feedback_dir, say))
+            gr.Markdown(note, elem_id="feedback-note")
         choice = model_choice(backend) if len(backend.models) > 1 else None
         session_model = gr.State(backend.info.model)  # this browser session's model
         system_prompt = options.system_prompt
@@ -153,19 +169,19 @@ def build_demo(backend: Backend, options: UIOptions | None = None) -> gr.Blocks:
         common = (backend, options.defaults, system_prompt, options.concurrency_limit)
         shared = {"model": session_model, "feedback": store}
         with gr.Tabs():
-            with gr.Tab("Image chat", id="image-chat"):
+            with gr.Tab(localized("Image chat"), id="image-chat"):
                 histories = [build_image_chat_tab(*common, **shared)]
-            with gr.Tab("Multi-image chat", id="multi-image"):
+            with gr.Tab(localized("Multi-image chat"), id="multi-image"):
                 histories.append(
                     build_multi_image_chat_tab(*common, max_images=options.max_images, **shared)
                 )
-            with gr.Tab("Document chat", id="document-chat"):
+            with gr.Tab(localized("Document chat"), id="document-chat"):
                 histories.append(build_document_chat_tab(*common, **shared))
-            with gr.Tab("Video chat", id="video-chat"):
+            with gr.Tab(localized("Video chat"), id="video-chat"):
                 histories.append(build_video_chat_tab(*common, **shared))
-            with gr.Tab("Grounding", id="grounding"):
+            with gr.Tab(localized("Grounding"), id="grounding"):
                 histories.append(build_grounding_tab(*common, **shared))
-            with gr.Tab("Compare", id="compare"):
+            with gr.Tab(localized("Compare"), id="compare"):
                 build_compare_tab(*common, **shared)
         list_saved_conversations(demo, histories)
         if choice is not None:

@@ -8,6 +8,7 @@ from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, to_conversation, user_turn
 from interface.history import History, restore_notice_box
+from interface.i18n import localized, translate
 from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import question_text, show_examples
@@ -48,7 +49,7 @@ def preview(
     gallery = [(path, f"Image-{i + 1}") for i, path in enumerate(sent)]
     gallery += [(path, f"Image-{len(sent) + i + 1} (new)") for i, path in enumerate(pending)]
     if not pending:
-        return gallery, "Attach images to the question (you can select several at once)."
+        return gallery, translate("Attach images to the question (you can select several at once).")
     draft = to_conversation([*turns, user_turn("(draft)", pending)], "")
     try:
         tiles = image_token_estimate(draft, int(max_tiles))
@@ -57,10 +58,13 @@ def preview(
     new_tiles = sum(tiles[len(sent) :])
     tokens = new_tiles * backend.tokens_per_tile
     per_image = max(1, int(max_tiles) // len(pending))
-    return gallery, (
-        f"**This message:** {len(pending)} image(s) → {new_tiles} tiles → "
-        f"**{tokens:,} image tokens** (up to {per_image} tiles each; earlier images "
-        f"then count 1 tile each)."
+    return gallery, translate(
+        "**This message:** {count} image(s) → {tiles} tiles → **{tokens} image tokens** (up to"
+        " {per_image} tiles each; earlier images then count 1 tile each).",
+        count=len(pending),
+        tiles=new_tiles,
+        tokens=f"{tokens:,}",
+        per_image=per_image,
     )
 
 
@@ -86,7 +90,7 @@ def build_multi_image_chat_tab(
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             gallery = gr.Gallery(
-                label="Images in this conversation",
+                label=localized("Images in this conversation"),
                 columns=4,
                 height=300,
                 interactive=False,
@@ -102,9 +106,10 @@ def build_multi_image_chat_tab(
                 collect_turn=lambda message, turns: collect_multi_image_turn(
                     message, turns, max_images
                 ),
-                placeholder=(
-                    "**Multi-image chat** · attach several images to a question (📎), then "
-                    f"refer to them as Image-1, Image-2, … (up to {max_images} per conversation)."
+                placeholder=localized(
+                    "**Multi-image chat** · attach several images to a question (📎), then refer"
+                    " to them as Image-1, Image-2, … (up to {max_images} per conversation).",
+                    max_images=max_images,
                 ),
                 file_count="multiple",
             )
@@ -144,6 +149,6 @@ def build_multi_image_chat_tab(
         f"(at most {max_images} per conversation).\n"
         "    question: what to ask; refer to the images as Image-1, Image-2, ...\n"
         "Returns:\n"
-        "    the answer (text).",
+        "    answer: the answer alone (text), after a notice if old turns were left out.",
     )
     return history

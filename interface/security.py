@@ -26,6 +26,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from interface.i18n import with_language_choice
+
 # 'unsafe-inline': Gradio's page has inline scripts (its config) and components set inline
 # styles; neither lets the page reach another host. data:/blob: are same-page media.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -231,8 +233,9 @@ async def refuse(
 
 def with_security_headers(send: Send, is_page: bool = False) -> Send:
     """`send`, adding the security headers to the response; for the page (`is_page`), also
-    keeping its scripts on this host. (Only the page is held in memory to be rewritten: other
-    HTML, such as an uploaded file, can be large.)"""
+    keeping its scripts on this host and applying the reader's choice of language before Gradio
+    starts (interface.i18n). (Only the page is held in memory to be rewritten: other HTML, such
+    as an uploaded file, can be large.)"""
     held: list[Message] = []
     body: list[bytes] = []
 
@@ -249,7 +252,7 @@ def with_security_headers(send: Send, is_page: bool = False) -> Send:
             body.append(message.get("body", b""))
             if message.get("more_body"):
                 return
-            html = self_hosted_page(b"".join(body))
+            html = with_language_choice(self_hosted_page(b"".join(body)))
             start = held.pop()
             headers = [(n, v) for n, v in start["headers"] if n.lower() != b"content-length"]
             headers.append((b"content-length", str(len(html)).encode()))

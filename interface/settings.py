@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 import gradio as gr
 
+from interface.i18n import localized
 from model_backend.errors import InputError
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE
@@ -43,19 +44,22 @@ def build_settings(
     with gr.Row():
         reasoning = gr.Checkbox(
             False,
-            label="Reason step by step",
-            info="MPO chain-of-thought prompt; the final answer is highlighted",
+            label=localized("Reason step by step"),
+            info=localized("MPO chain-of-thought prompt; the final answer is highlighted"),
             elem_id=f"{prefix}-reasoning",
         )
         answer_style = gr.Dropdown(
-            list(ANSWER_STYLES),
+            [(localized(style), style) for style in ANSWER_STYLES],  # the value: the English name
             value=DEFAULT_STYLE,
-            label="Answer style",
+            label=localized("Answer style"),
             elem_id=f"{prefix}-answer-style",
         )
-    with gr.Accordion("Settings", open=False, elem_id=f"{prefix}-settings"):
+    with gr.Accordion(localized("Settings"), open=False, elem_id=f"{prefix}-settings"):
         prompt = gr.Textbox(
-            system_prompt, label="System prompt", lines=3, elem_id=f"{prefix}-system-prompt"
+            system_prompt,
+            label=localized("System prompt"),
+            lines=3,
+            elem_id=f"{prefix}-system-prompt",
         )
 
         def slider(name: str, **kw) -> gr.Slider:
@@ -64,7 +68,13 @@ def build_settings(
             value = getattr(defaults, name)
             elem_id = f"{prefix}-{name.replace('_', '-')}"
             return gr.Slider(
-                low, limit.high, value, step=limit.step, label=limit.label, elem_id=elem_id, **kw
+                low,
+                limit.high,
+                value,
+                step=limit.step,
+                label=localized(limit.label),
+                elem_id=elem_id,
+                **kw,
             )
 
         return SettingsControls(

@@ -12,6 +12,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from model_backend.base import (
     KEEPALIVE_S,
@@ -24,6 +25,7 @@ from model_backend.base import (
 )
 from model_backend.errors import GenerationError, InputError
 from model_backend.media import check_turn
+from model_backend.thinking import THINK_CLOSE, THINK_OPEN
 
 UPDATE_INTERVAL_S = 0.05  # at most 20 screen updates a second while an answer streams
 PREPARE_THREAD = "internvl-prepare"
@@ -163,6 +165,39 @@ def prepared_stream(
     yield preparation.stream()
 
 
+class AnswerStep(NamedTuple):
+    """One step of a streaming answer."""
+
+    text: str  # the answer so far, thinking included (model_backend.thinking splits it)
+    stats: GenerationStats | None  # at the end only
+    thinking_seconds: float | None  # once the thinking has ended (None: not yet, or none)
+
+
+class ThinkingClock:
+    """How long a reply thinks: from its first text to its `</think>`, or to its end for a
+    reply cut off while thinking. Without tags it says nothing (None)."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.seconds: float | None = None
+
+    def add(self, text: str, piece: str) -> None:
+        """`text` (the reply so far) has just grown by `piece`."""
+        if self.seconds is not None or not piece:
+            return
+        now = time.perf_counter()
+        if self.started is None:
+            self.started = now
+        # Only the new end can hold a tag that just closed (it may straddle two pieces).
+        if THINK_CLOSE in text[-(len(piece) + len(THINK_CLOSE)) :]:
+            self.seconds = now - self.started
+
+    def end(self, text: str) -> None:
+        cut_off = text.lstrip().startswith(THINK_OPEN)  # stopped while thinking
+        if self.seconds is None and self.started is not None and cut_off:
+            self.seconds = time.perf_counter() - self.started
+
+
 def stream_answer(
     backend: Backend,
     conversation: Conversation,
@@ -174,9 +209,9 @@ def stream_answer(
     on_notice: Callable[[str], object] = lambda notice: None,
     concurrency_limit: int = 1,
     check_media: bool = False,
-) -> Iterator[tuple[str, GenerationStats | None]]:
-    """Yield (answer so far, None) while streaming, then (answer, stats) once at the end;
-    ("", None) while the answer is being prepared.
+) -> Iterator[AnswerStep]:
+    """Yield (answer so far, None, thinking seconds) while streaming, then (answer, stats,
+    thinking seconds) once at the end; ("", None, None) while the answer is being prepared.
 
     `model` and `chat` go to `backend.stream` (the session's model, the conversation's id).
     `check_media`: check every turn's images and video first (API requests; the UI checks a
@@ -194,23 +229,32 @@ def stream_answer(
     with contextlib.closing(prepared_stream(backend, start, concurrency_limit)) as preparing:
         for stream in preparing:
             if stream is None:
-                yield "", None
+                yield AnswerStep("", None, None)
     on_start(stream)
     for notice in stream.notices:
         on_notice(notice)
     text, shown_at = "", 0.0
+    clock = ThinkingClock()
     try:
         for piece in stream:
             text += piece
+            clock.add(text, piece)
             now = time.perf_counter()
             # A keep-alive ("") is always passed on (it lets Stop in); text at most every
             # UPDATE_INTERVAL_S, so a fast model does not flood the browser with updates.
             if not piece or now - shown_at >= UPDATE_INTERVAL_S:
                 shown_at = now
-                yield text, None
+                yield AnswerStep(text, None, clock.seconds)
     finally:
         stream.close()
-    yield text, stream.stats
+    clock.end(text)
+    yield AnswerStep(text, stream.stats, clock.seconds)
+
+
+def asked_to_think(backend: Backend, model: str | None, reasoning: bool) -> bool:
+    """A question asked with the reasoning switch on a model with a thinking mode: its reply
+    is thinking until `</think>` (model_backend.thinking), the tag opening it or not."""
+    return bool(reasoning) and backend.describe(model).thinking_mode
 
 
 def user_message(error: Exception) -> str:

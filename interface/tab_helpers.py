@@ -7,6 +7,7 @@ import gradio as gr
 
 from interface.conversation import conversation_paths
 from interface.examples import tab_examples
+from interface.i18n import localized
 from model_backend.errors import InputError
 
 ADD_AN_IMAGE = "Please add an image first (upload, paste or webcam)."
@@ -27,7 +28,7 @@ def image_input(elem_id: str, height: int) -> gr.Image:
     return gr.Image(
         type="filepath",
         sources=["upload", "clipboard", "webcam"],
-        label="Image",
+        label=localized("Image"),
         image_mode=None,  # the file as uploaded; the backend converts it (EXIF, CMYK, ...)
         elem_id=elem_id,
         height=height,
@@ -62,4 +63,5 @@ def show_examples(
     else:
         rows = [[e["files"][0], {"text": e["text"]}] for e in examples]
         inputs = [media, textbox]
-    gr.Examples(examples=rows, inputs=inputs, label=label, cache_examples=False)
+    table = gr.Examples(examples=rows, inputs=inputs, label=localized(label), cache_examples=False)
+    table.dataset.headers = []  # the inputs' labels, which Gradio would show untranslated

@@ -10,6 +10,7 @@ from interface.api import register_endpoint
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import history_to_turns, to_clip, user_turn, video_dict
 from interface.history import History, restore_notice_box
+from interface.i18n import localized
 from interface.preferences import PreferenceStore
 from interface.settings import build_settings
 from interface.tab_helpers import ADD_A_VIDEO, question_text, show_examples
@@ -108,7 +109,7 @@ def build_video_chat_tab(
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             video = gr.Video(
-                sources=["upload"], label="Video", elem_id="video-chat-video", height=260
+                sources=["upload"], label=localized("Video"), elem_id="video-chat-video", height=260
             )
             with gr.Row():
                 num_frames = gr.Slider(
@@ -116,7 +117,7 @@ def build_video_chat_tab(
                     MAX_FRAMES,
                     VideoClip.num_frames,
                     step=1,
-                    label="Frames",
+                    label=localized("Frames"),
                     elem_id="video-chat-frames",
                 )
                 tiles_per_frame = gr.Slider(
@@ -124,16 +125,18 @@ def build_video_chat_tab(
                     MAX_TILES_PER_FRAME,
                     VideoClip.tiles_per_frame,
                     step=1,
-                    label="Tiles per frame",
+                    label=localized("Tiles per frame"),
                     elem_id="video-chat-tiles",
                 )
             with gr.Row():
-                start = gr.Number(0, label="Start (s)", minimum=0, elem_id="video-chat-start")
+                start = gr.Number(
+                    0, label=localized("Start (s)"), minimum=0, elem_id="video-chat-start"
+                )
                 end = gr.Number(
-                    0, label="End (s, 0 = the end)", minimum=0, elem_id="video-chat-end"
+                    0, label=localized("End (s, 0 = the end)"), minimum=0, elem_id="video-chat-end"
                 )
             frames = gr.Gallery(
-                label="Frames the model sees",
+                label=localized("Frames the model sees"),
                 columns=4,
                 height=260,
                 interactive=False,
@@ -149,7 +152,7 @@ def build_video_chat_tab(
             tab = ChatTab(
                 name="video-chat",
                 collect_turn=collect_video_turn,
-                placeholder=(
+                placeholder=localized(
                     "**Video chat** · add a video (mp4, webm, mov, mkv, avi or GIF), check the "
                     "sampled frames, then ask about it."
                 ),
@@ -211,6 +214,6 @@ def build_video_chat_tab(
         "    end: where the clip ends, in seconds (null: the end of the video).\n"
         "    tiles_per_frame: 448-pixel tiles per frame (more: finer detail, slower).\n"
         "Returns:\n"
-        "    the answer (text).",
+        "    answer: the answer alone (text), after a notice if old turns were left out.",
     )
     return history

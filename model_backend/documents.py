@@ -1,7 +1,13 @@
 """PDF documents -> the page images the model reads (pypdfium2, PDFium's own renderer).
 
+PDFium runs in a process of its own, with a time and a memory limit (model_backend.pdf_renderer):
+one to measure a new document, one to render the new pages of a question. A page that takes
+longer than RENDER_TIMEOUT_S, or more memory than the renderer may use, is refused with a
+message, and the server goes on serving.
+
 A question about a document sends some of its pages, each rendered to a PNG file, as the images
-of one user turn, labelled `Page-k` by their number in the document (model_backend.prompt).
+of one user turn, labelled `Page-k` by their number in the document (model_backend.prompt); in
+a conversation about several documents, the second one's pages are `Doc-2 Page-k`, and so on.
 
 Resolution: a page is rendered so that its longer side is RENDER_LONG_SIDE = 1,792 pixels, four
 448-pixel tiles. With the default budget of 12 tiles a lone Letter page is cut into a 3 x 4 grid
@@ -18,7 +24,8 @@ folder (mode 0700: other users of the machine cannot read or replace them), name
 content digest, the page and the scale, so a follow-up, an API client sending the same document
 again, or the gallery preview before the question all reuse them; the folder is bounded
 (PAGE_DIR_MAX_BYTES, oldest files deleted first, never one written in the last minutes, which a
-request may still be reading) and a page whose file was deleted is rendered again.
+request may still be reading, nor one just reused) and a page whose file was deleted is
+rendered again. The folder is the cache: it also outlives a restart of the server.
 """
 
 from __future__ import annotations
@@ -29,13 +36,12 @@ import os
 import re
 import stat
 import tempfile
-import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-import pypdfium2 as pdfium
-
+from model_backend import pdf_renderer
 from model_backend.cancel import raise_if_cancelled
 from model_backend.errors import InputError
 from model_backend.media import BoundedCache, content_key
@@ -48,9 +54,10 @@ MAX_RENDER_SCALE = 4.0  # 288 dpi (PDF units are 1/72 inch)
 MAX_PAGE_POINTS = 14_400  # 200 inches, the largest page the PDF standard describes
 PAGE_DIR_MAX_BYTES = 1024**3  # about a thousand rendered pages
 RECENT_S = 600  # pages written this recently are not swept: a request may be about to read them
-
-# PDFium must not be called from two threads at once, even for different documents.
-PDFIUM_LOCK = threading.Lock()
+# Opening a document, or rendering the new pages of one question, may take this long (a page
+# takes a fraction of a second); beyond it the renderer is stopped. Through the API this time
+# is spent in the request's model-queue slot, so it is kept short.
+RENDER_TIMEOUT_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -67,8 +74,6 @@ class DocumentInfo:
 # Page sizes by content digest: a document is opened once to measure its pages, however often
 # it is asked about.
 DOCUMENTS = BoundedCache(1024, lambda _: 1)
-# (digest, page, scale) -> the rendered page's file.
-PAGE_FILES = BoundedCache(8192, lambda _: 1)
 
 
 @functools.cache
@@ -91,29 +96,6 @@ def limits_text() -> str:
     )
 
 
-def open_pdf(path: str | Path) -> pdfium.PdfDocument:
-    """The document, or InputError saying why it cannot be read. Call with PDFIUM_LOCK held."""
-    name = Path(path).name
-    # PDFium opens no document without pages, and then leaves its last error as it was: it is
-    # set to "file error" first (opening no file), so that a code left from an earlier
-    # document is not taken for this one's.
-    pdfium.raw.FPDF_LoadDocument(b"", None)
-    try:
-        return pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as error:
-        code = getattr(error, "err_code", None)
-        if code == pdfium.raw.FPDF_ERR_PASSWORD:
-            raise InputError(
-                f"The PDF {name} is protected by a password. Please remove the password (for "
-                f"example by printing it to a new PDF) and upload it again."
-            ) from None
-        if code == pdfium.raw.FPDF_ERR_SECURITY:
-            raise InputError(f"The PDF {name} uses an encryption PDFium cannot open.") from None
-        if code == pdfium.raw.FPDF_ERR_FILE:  # not set by this document (see above)
-            raise InputError(f"The PDF {name} has no pages.") from None
-        raise InputError(f"The file {name} is not a PDF, or it is damaged.") from None
-
-
 def document_info(path: str | Path) -> DocumentInfo:
     """Check a PDF (size, encryption, damage, page count) and say how many pages it has."""
     path = Path(path)
@@ -131,25 +113,24 @@ def document_info(path: str | Path) -> DocumentInfo:
     key = content_key(path)
 
     def measure() -> tuple[tuple[float, float], ...]:
-        with PDFIUM_LOCK:
-            document = open_pdf(path)
-            try:
-                pages = len(document)
-                # Refused before anything is measured or kept: a few bytes of PDF can claim a
-                # million pages.
-                if pages > MAX_DOCUMENT_PAGES:
-                    raise InputError(
-                        f"The PDF {path.name} has {pages} pages; documents of up to "
-                        f"{MAX_DOCUMENT_PAGES} pages are taken. Please split it and upload the "
-                        f"part you want to ask about."
-                    )
-                return tuple(document.get_page_size(i) for i in range(pages))
-            except pdfium.PdfiumError:  # a page the page tree promises is not there
-                raise InputError(
-                    f"The PDF {path.name} is damaged: some of its pages cannot be read."
-                ) from None
-            finally:
-                document.close()
+        try:
+            sizes = pdf_renderer.run(
+                "measure",
+                RENDER_TIMEOUT_S,
+                path=os.path.abspath(path),
+                max_pages=MAX_DOCUMENT_PAGES,
+            )
+        except pdf_renderer.TooSlow:
+            raise InputError(
+                f"The PDF {path.name} took too long to open (over {RENDER_TIMEOUT_S:g} s): it "
+                f"may be damaged, or made to be slow."
+            ) from None
+        except pdf_renderer.TooBig:
+            raise InputError(
+                f"The PDF {path.name} took too much memory to open: it may be damaged, or made "
+                f"to exhaust the renderer."
+            ) from None
+        return tuple((width, height) for width, height in sizes)
 
     sizes = DOCUMENTS.get_or_make(key, measure)
     if not sizes:
@@ -202,33 +183,49 @@ def raise_too_many(count: int) -> None:
     )
 
 
-def page_labels(pages: list[int]) -> list[str]:
-    return [f"Page-{page}" for page in pages]
+def page_labels(pages: list[int], document: int = 1) -> list[str]:
+    """How the model sees the pages: `Page-3`; in a conversation about several documents, the
+    pages of the second one and later are told apart by its number: `Doc-2 Page-3`."""
+    prefix = f"Doc-{document} " if document > 1 else ""
+    return [f"{prefix}Page-{page}" for page in pages]
+
+
+def page_ranges(pages: list[int]) -> str:
+    """Page numbers as the Pages box takes them: [1, 2, 3, 5] -> "1-3, 5"."""
+    runs: list[list[int]] = []
+    for page in pages:
+        if runs and page == runs[-1][-1] + 1:
+            runs[-1].append(page)
+        else:
+            runs.append([page])
+    return ", ".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else f"{run[0]}" for run in runs)
 
 
 def page_images(path: str | Path, pages: list[int]) -> list[str]:
-    """PNG files of the document's `pages` (numbers from 1), rendered once per document version."""
+    """PNG files of the document's `pages` (numbers from 1), rendered once per document version:
+    those not rendered yet (or deleted since) in one process, within RENDER_TIMEOUT_S."""
     info = document_info(path)
-    files = []
-    for page in pages:
-        raise_if_cancelled()  # between pages: each one takes a while
-        files.append(page_file(path, info, page))
-    return files
+    files = [page_file(info, page) for page in pages]
+    missing = []
+    for page, (scale, target) in zip(pages, files, strict=True):
+        try:
+            os.utime(target)  # in use: the sweep spares it for RECENT_S
+        except FileNotFoundError:
+            missing.append((page, scale, target))
+    if missing:
+        raise_if_cancelled()
+        render_pages(path, missing)
+    return [str(target) for _, target in files]
 
 
-def page_file(path: str | Path, info: DocumentInfo, page: int) -> str:
-    """One rendered page (rendered again if its file was deleted since)."""
+def page_file(info: DocumentInfo, page: int) -> tuple[float, Path]:
+    """The scale a page is rendered at, and its file (named by the document, page and scale)."""
     if not 1 <= page <= info.page_count:
         raise InputError(
             f"The PDF {info.name} has {info.page_count} pages; there is no page {page}."
         )
     scale = render_scale(info.name, page, *info.page_sizes[page - 1])
-    key = (info.key, page, scale)
-    target = page_dir() / f"{info.key}-p{page}-s{scale:.4f}.png"
-    rendered = PAGE_FILES.get_or_make(key, lambda: render_page(path, page, scale, target))
-    if not Path(rendered).is_file():  # swept from the folder: render it again
-        rendered = render_page(path, page, scale, target)
-    return rendered
+    return scale, page_dir() / f"{info.key}-p{page}-s{scale:.4f}.png"
 
 
 def render_scale(name: str, page: int, width: float, height: float) -> float:
@@ -244,29 +241,39 @@ def render_scale(name: str, page: int, width: float, height: float) -> float:
     return math.floor(min(RENDER_LONG_SIDE / max(width, height), MAX_RENDER_SCALE) * 1e4) / 1e4
 
 
-def render_page(path: str | Path, page: int, scale: float, target: Path) -> str:
-    """Render one page to `target` (a PNG file, written whole or not at all)."""
-    with PDFIUM_LOCK:
-        document = open_pdf(path)
-        try:
-            document.init_forms()  # filled-in form fields are part of the page
-            pdf_page = document[page - 1]
-            try:
-                image = pdf_page.render(scale=scale, may_draw_forms=True).to_pil()
-            finally:
-                pdf_page.close()
-        except pdfium.PdfiumError:
-            raise InputError(f"Page {page} of {Path(path).name} could not be rendered.") from None
-        finally:
-            document.close()
-    partial = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.part")
-    image.convert("RGB").save(partial, "PNG", compress_level=3)
-    os.replace(partial, target)  # another worker may render the same page: either file is right
-    sweep(page_dir(), PAGE_DIR_MAX_BYTES, keep=target)
-    return str(target)
+def render_pages(path: str | Path, pages: list[tuple[int, float, Path]]) -> None:
+    """Render (page, scale, file) each to its PNG file (written whole or not at all), in one
+    process (starting one costs as much as rendering a page)."""
+    try:
+        pdf_renderer.run(
+            "render",
+            RENDER_TIMEOUT_S,
+            path=os.path.abspath(path),
+            pages=[(page, scale, os.path.abspath(target)) for page, scale, target in pages],
+        )
+    except (pdf_renderer.TooSlow, pdf_renderer.TooBig) as error:
+        # The pages are rendered in order: the first one without its file stopped it.
+        page = next((page for page, _, target in pages if not target.is_file()), pages[-1][0])
+        raise InputError(limit_message(error, f"Page {page} of {Path(path).name}")) from None
+    sweep(page_dir(), PAGE_DIR_MAX_BYTES, keep={target for _, _, target in pages})
 
 
-def sweep(folder: Path, max_bytes: int, keep: Path) -> None:
+def limit_message(error: pdf_renderer.TooSlow | pdf_renderer.TooBig, what: str) -> str:
+    """What to say when `what` ("Page 3 of a.pdf") went beyond the renderer's limits."""
+    if isinstance(error, pdf_renderer.TooSlow):
+        return (
+            f"{what} took too long to render (the new pages of a question may take "
+            f"{RENDER_TIMEOUT_S:g} s in all). The PDF may be damaged or made to be slow: try "
+            f"other pages, or fewer at once."
+        )
+    return (
+        f"{what} took too much memory to render (the renderer may take "
+        f"{pdf_renderer.RENDER_MEMORY_BYTES / 1024**2:,.0f} MB). The PDF may be damaged or "
+        f"made to exhaust it: try other pages."
+    )
+
+
+def sweep(folder: Path, max_bytes: int, keep: Collection[Path] = ()) -> None:
     """Delete the oldest files of `folder` until it holds at most `max_bytes` (never `keep`,
     nor a file written in the last RECENT_S, nor one still being written)."""
     files, total = [], 0
@@ -282,6 +289,6 @@ def sweep(folder: Path, max_bytes: int, keep: Path) -> None:
     for _, size, name in sorted(files):
         if total <= max_bytes:
             break
-        if name != str(keep):
+        if Path(name) not in keep:
             Path(name).unlink(missing_ok=True)
             total -= size

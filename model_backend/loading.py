@@ -41,6 +41,7 @@ from model_backend.convert import (
 )
 from model_backend.errors import ModelLoadError
 from model_backend.prompt import DEFAULT_TEMPLATE, TEMPLATES, PromptTemplate
+from model_backend.thinking import has_thinking_mode
 from model_backend.zerogpu import on_zero_gpu
 
 log = logging.getLogger(__name__)
@@ -249,6 +250,11 @@ def language_model_shape(config: dict) -> tuple[int, int, int]:
     kv_heads = text.get("num_key_value_heads") or heads
     head_dim = text.get("head_dim") or text.get("hidden_size", 4096) // heads
     return text.get("num_hidden_layers", 32), kv_heads, head_dim
+
+
+def text_model_type(config: dict) -> str | None:
+    """The language model's `model_type` ("qwen2", "qwen3", ...) of a native or original config."""
+    return (config.get("text_config") or config.get("llm_config") or {}).get("model_type")
 
 
 def vision_parameters(config: dict) -> int:
@@ -570,6 +576,7 @@ class LoadedModel:
     input_device: torch.device  # where input ids and pixels go (the embeddings' device)
     description: str  # for the header: device(s) and precision
     path: str  # what was loaded (the converted copy for original-format checkpoints)
+    thinking_mode: bool = False  # model_backend.thinking.has_thinking_mode
 
 
 def load_model(
@@ -613,6 +620,7 @@ def load_model(
         input_device=input_device,
         description=describe(input_device, device_map, torch_dtype, attn, quantize),
         path=path,
+        thinking_mode=has_thinking_mode(model, text_model_type(config)),
     )
 
 

@@ -42,7 +42,13 @@ from model_backend.loading import (
 from model_backend.media import content_key, file_key, frame_pixels, image_pixels
 from model_backend.model_pool import Lease, ModelPool, PooledModel, release_memory
 from model_backend.prefix_cache import PrefixCache
-from model_backend.prompt import build_prompt, drop_oldest_visual_turn, image_tile_budgets
+from model_backend.prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    build_prompt,
+    drop_oldest_visual_turn,
+    image_tile_budgets,
+)
+from model_backend.thinking import apply_thinking_mode, has_thinking_mode
 from model_backend.tiny import RANDOM_WEIGHTS_MARKER
 from model_backend.zerogpu import on_zero_gpu
 
@@ -212,7 +218,10 @@ class LocalBackend(Backend):
         if name in self._known:
             return self._known[name]
         return BackendInfo(
-            model=name, kind="local", random_weights=Path(name, RANDOM_WEIGHTS_MARKER).is_file()
+            model=name,
+            kind="local",
+            random_weights=Path(name, RANDOM_WEIGHTS_MARKER).is_file(),
+            thinking_mode=has_thinking_mode(name),  # by its name until it is loaded
         )
 
     def ensure_model(self, model: str) -> BackendInfo:
@@ -266,6 +275,9 @@ class LocalBackend(Backend):
     def _prepare(
         self, slot: PooledModel, conversation: Conversation, settings: GenerationSettings
     ) -> PreparedInput:
+        if slot.info.thinking_mode:  # the reasoning switch asks it to think, not the MPO wrapper
+            own = slot.info.system_prompt or DEFAULT_SYSTEM_PROMPT
+            conversation = apply_thinking_mode(conversation, own)
         dropped = 0
         while True:
             tiles, pixels_key = visual_tiles(conversation, settings.max_tiles, slot.tile_size)

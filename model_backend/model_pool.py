@@ -80,6 +80,7 @@ class PooledModel:
             random_weights=Path(name, RANDOM_WEIGHTS_MARKER).is_file(),
             context_length=int(loaded.model.config.text_config.max_position_embeddings),
             system_prompt=loaded.template.system_prompt,
+            thinking_mode=loaded.thinking_mode,
         )
         return cls(name, loaded, info, module_bytes(loaded.model))
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from model_backend.styles import style_question
+from model_backend.thinking import strip_thinking
 from model_backend.types import Conversation, Turn
 
 # The model's own system message (InternVL 2.5 model cards and chat template).
@@ -152,6 +153,7 @@ def chat_messages(conversation: Conversation) -> list[tuple[str, str]]:
 
     This is what every backend sends: the local one expands the placeholders into image tokens;
     a remote engine receives the images as separate parts in the same order.
+    Earlier answers go back without their thinking (`<think>...</think>`).
     """
     numbered = conversation.image_count > 1
     system = clean_text(conversation.system_prompt).strip()
@@ -163,7 +165,8 @@ def chat_messages(conversation: Conversation) -> list[tuple[str, str]]:
             messages.append(("user", user_text(turn, next_number, numbered)))
             next_number += len(turn.images)
         else:
-            messages.append(("assistant", clean_text(turn.text)))
+            # The answer alone: a thinking model's thinking is never shown to it again.
+            messages.append(("assistant", clean_text(strip_thinking(turn.text))))
     return messages
 
 

@@ -7,6 +7,10 @@ prompt, image numbering, the reasoning/answer-style wording (model_backend.promp
 the frames (sampled here exactly as for the local backend, sent as images after `FrameK:`
 prefixes, which every engine accepts, InternLM2-based models included). The engine does the
 tiling; the tile limit is passed the way each engine takes it.
+
+Engines that parse a thinking model's reply send the thinking apart (`reasoning_content`, or
+vLLM's newer `reasoning`); it is put back inline as `<think>...</think>` before the answer, so
+that every consumer reads one format (model_backend.thinking).
 """
 
 from __future__ import annotations
@@ -35,7 +39,18 @@ from model_backend.base import (
 from model_backend.errors import GenerationError, InputError, ModelLoadError
 from model_backend.images import load_image
 from model_backend.media import BoundedCache, content_key, file_key, sample_video
-from model_backend.prompt import IMAGE_PLACEHOLDER, chat_messages, image_tile_budgets
+from model_backend.prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    IMAGE_PLACEHOLDER,
+    chat_messages,
+    image_tile_budgets,
+)
+from model_backend.thinking import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    apply_thinking_mode,
+    has_thinking_mode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +166,16 @@ def engine_options(conversation: Conversation, settings: GenerationSettings, eng
     return extra
 
 
+def reasoning_text(delta) -> str | None:
+    """The thinking a chunk's delta carries apart from its content, if any: `reasoning_content`
+    (vLLM, LMDeploy, SGLang) or `reasoning` (vLLM's newer name; one of them when both come)."""
+    for name in ("reasoning_content", "reasoning"):
+        value = getattr(delta, name, None)  # extra fields of the client's delta model
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The backend
 
@@ -207,7 +232,12 @@ class OpenAIBackend(Backend):
         return self.describe_served(self.check_model(model))
 
     def describe_served(self, model: str) -> BackendInfo:
-        return BackendInfo(model=model, kind="openai", device=f"{self.engine} at {self.endpoint}")
+        return BackendInfo(
+            model=model,
+            kind="openai",
+            device=f"{self.engine} at {self.endpoint}",
+            thinking_mode=has_thinking_mode(model),  # known by the served name alone
+        )
 
     def explain(
         self, error: Exception, conversation: bool = True, model: str | None = None
@@ -246,6 +276,8 @@ class OpenAIBackend(Backend):
         conversation.check()
         settings.check()
         name = self.check_model(model)
+        if self.describe_served(name).thinking_mode:
+            conversation = apply_thinking_mode(conversation, DEFAULT_SYSTEM_PROMPT)
         messages = openai_messages(conversation, settings, self.engine)
         request = RemoteRequest(
             self,
@@ -276,6 +308,7 @@ class RemoteRequest:
         self.response = None
         self.failure: Exception | None = None
         self.chunks = 0
+        self.thinking = False  # a <think> was put in the text and is not closed yet
         self.first_at: float | None = None
         self.started = time.perf_counter()
         self.worker = threading.Thread(target=self.read, name="internvl-remote", daemon=True)
@@ -297,16 +330,33 @@ class RemoteRequest:
             if self.closing.is_set():  # stopped while the engine had not answered yet
                 self.response.close()
             for chunk in self.response:
-                text = chunk.choices[0].delta.content if chunk.choices else None
-                if text:
-                    self.chunks += 1
-                    self.first_at = self.first_at or time.perf_counter()
-                    self.queue.put(text)
+                if chunk.choices:
+                    self.take(chunk.choices[0].delta)
         except Exception as error:
             if not self.closing.is_set():  # reading a stream we closed fails: that is no error
                 self.failure = error
         finally:
+            if self.thinking:  # ended (or stopped) while thinking
+                self.queue.put(THINK_CLOSE)
             self.queue.put(END)
+
+    def take(self, delta) -> None:
+        """Pass one delta's text on: thinking sent apart goes inline, between <think> (at its
+        first piece) and </think> (at the first piece of the answer after it)."""
+        reasoning, text = reasoning_text(delta), delta.content
+        if reasoning or text:
+            self.chunks += 1
+            self.first_at = self.first_at or time.perf_counter()
+        if reasoning:
+            if not self.thinking:
+                self.queue.put(THINK_OPEN)
+                self.thinking = True
+            self.queue.put(reasoning)
+        if text:
+            if self.thinking:
+                self.queue.put(THINK_CLOSE)
+                self.thinking = False
+            self.queue.put(text)
 
     def pieces(self, finish):
         """The answer's text increments; `finish(stats)` when it ends, however it ends."""

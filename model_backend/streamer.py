@@ -10,14 +10,26 @@ import torch
 from transformers import StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
-# Special tokens that are markup the user should see: InternVL's grounding tags.
-VISIBLE_SPECIAL_TOKENS = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
+# Special tokens that are markup the user should see: InternVL's grounding tags, and the
+# thinking tags (plain added tokens in InternVL3.5's tokenizer; kept visible should another
+# tokenizer mark them special, since the thinking is split from the answer by them).
+VISIBLE_SPECIAL_TOKENS = (
+    "<ref>",
+    "</ref>",
+    "<box>",
+    "</box>",
+    "<quad>",
+    "</quad>",
+    "<think>",
+    "</think>",
+)
 MAX_HELD_TOKENS = 4
 
 
 def hidden_token_ids(tokenizer) -> set[int]:
     """The special tokens the streamer leaves out of the text (all but the grounding tags)."""
-    visible = {tokenizer.convert_tokens_to_ids(t) for t in VISIBLE_SPECIAL_TOKENS}
+    vocabulary = tokenizer.get_vocab()
+    visible = {vocabulary[t] for t in VISIBLE_SPECIAL_TOKENS if t in vocabulary}
     added = tokenizer.added_tokens_decoder
     special = set(tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
     return special - visible

@@ -312,3 +312,6 @@ class BackendInfo:
     random_weights: bool = False
     context_length: int | None = None
     system_prompt: str | None = None  # the checkpoint's own default, where it has one
+    # InternVL3.5's: its documented system prompt makes it think in <think>...</think>
+    # (model_backend.thinking); the reasoning switch turns that on instead of the MPO wrapper.
+    thinking_mode: bool = False

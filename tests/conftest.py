@@ -95,10 +95,12 @@ def gradio_temp_dir(tmp_path_factory) -> Path:
 @contextmanager
 def launched(backend, **launch_options):
     """The real app around `backend`, launched in this process; yields its URL."""
+    from interface.i18n import language_options
     from interface.layout import CSS, build_demo
 
     demo = build_demo(backend)
     demo.queue()
+    launch_options = {**language_options(), **launch_options}
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS, **launch_options)
     try:
         yield url

@@ -20,11 +20,12 @@ from interface.security import LoginThrottle, secure_launch_options
 @contextmanager
 def secure_app(backend, throttle: LoginThrottle | None = None, **launch_options):
     """The real app with the protections app.py installs; yields (demo, url)."""
+    from interface.i18n import language_options
     from interface.layout import CSS, build_demo
 
     demo = build_demo(backend)
     demo.queue()
-    options = {**secure_launch_options(throttle), **launch_options}
+    options = {**secure_launch_options(throttle), **language_options(), **launch_options}
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, css=CSS, **options)
     try:
         yield demo, url

@@ -59,11 +59,11 @@ def test_image_chat_streams_the_answer_so_far(client):
     job = client.submit(
         handle_file(CAT), "What is this?", max_new_tokens=512, api_name="/image_chat"
     )
-    partials = [text for text in job if text]
+    partials = [answer for answer, _thinking in job if answer]
     assert len(partials) > 3
     for shorter, longer in itertools.pairwise(partials):
         assert longer.startswith(shorter)
-    assert job.result() == partials[-1]
+    assert job.result() == (partials[-1], "")  # (answer, thinking): this model does not think
 
 
 def test_history_and_settings_reach_the_backend(client, stream_spy):
@@ -99,8 +99,8 @@ def test_cancelling_a_job_stops_generation(client):
         api_name="/image_chat",
     )
     received = 0
-    for text in job:
-        received += bool(text)
+    for answer, _thinking in job:
+        received += bool(answer)
         if received == 3:
             break
     job.cancel()
@@ -116,7 +116,7 @@ def test_a_bad_file_gets_a_clean_error_and_the_next_call_works(client, tmp_path)
     truncated.write_bytes((EXAMPLES / "cat.jpg").read_bytes()[:3000])
     with pytest.raises(AppError, match="damaged or truncated"):
         client.predict(handle_file(str(truncated)), "What is this?", api_name="/image_chat")
-    answer = client.predict(
+    answer, _thinking = client.predict(
         handle_file(CAT), "What is this?", max_new_tokens=8, api_name="/image_chat"
     )
     assert answer

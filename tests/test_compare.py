@@ -173,7 +173,8 @@ def test_both_sides_stream_one_after_the_other_on_a_local_backend(tiny_client, s
     assert grew(lefts) and grew(rights), "each answer should stream"
     # One generation at a time: the left answer streamed while the right one waited.
     assert any(left and not right for left, right, *_ in outputs)
-    left, right, left_figures, right_figures = job.result()
+    left, right, left_figures, right_figures, *thinking = job.result()
+    assert thinking == ["", ""]  # neither side thinks
     assert left and right
     for figures in (left_figures, right_figures):
         assert "tokens" in figures and "stopped" not in figures

@@ -283,14 +283,14 @@ def test_app_serves_every_tab_on_an_original_checkpoint_and_converts_once(
         client = Client(url, verbose=False)
         short = {"max_new_tokens": 6}
         answers = [
-            client.predict(handle_file(cat), "What is it?", api_name="/image_chat", **short),
+            client.predict(handle_file(cat), "What is it?", api_name="/image_chat", **short)[0],
             client.predict(
                 [handle_file(cat), handle_file(cat)], "Same?", api_name="/multi_image_chat", **short
-            ),
+            )[0],
             client.predict(
                 handle_file(video), "What happens?", num_frames=4, api_name="/video_chat",
                 **short,
-            ),
+            )[0],
             client.predict(
                 handle_file(cat), "the cat", mode="find", api_name="/grounding", **short
             )[0],

@@ -9,8 +9,10 @@ import io
 import os
 import threading
 import time
+import zlib
 from pathlib import Path
 
+import gradio as gr
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_raw
 import pytest
@@ -19,7 +21,15 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import model_backend.documents as documents
-from interface.document_chat import ADD_A_DOCUMENT, collect_document_turn, preview
+import model_backend.pdf_renderer as pdf_renderer
+from interface.conversation import to_conversation
+from interface.document_chat import (
+    ADD_A_DOCUMENT,
+    attached_document,
+    collect_document_turn,
+    preview,
+)
+from interface.history import make_entry, questions_of, restore_notice, restored_turns
 from model_backend.base import Conversation, GenerationSettings, Turn
 from model_backend.cancel import RequestCancelled, cancellable
 from model_backend.documents import (
@@ -89,6 +99,11 @@ def raw_pdf(objects: list[bytes], trailer: bytes = b"") -> bytes:
     return out.getvalue()
 
 
+def flate_stream(content: bytes) -> bytes:
+    data = zlib.compress(content)
+    return b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(data), data)
+
+
 # The standard security handler's padding (PDF 1.7, 7.6.3.3).
 PADDING = bytes.fromhex("28BF4E5E4E758A4164004E56FFFA01082E2E00B6D0683E802F0CA9FE6453697A")
 
@@ -156,6 +171,20 @@ def pdfs(tmp_path_factory) -> dict[str, Path]:
                 b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
             ]
         ),
+        # One page of 40,000 long lines: PDFium draws it for seconds (7 s here).
+        "slow": raw_pdf(
+            [
+                b"<< /Type /Catalog /Pages 2 0 R >>",
+                b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+                flate_stream(
+                    b"".join(
+                        b"%d %d m %d %d l S\n" % (i % 600, i % 800, i * 7 % 600, i * 13 % 800)
+                        for i in range(40_000)
+                    )
+                ),
+            ]
+        ),
         # It claims three pages and holds one.
         "missing_pages": raw_pdf(
             [
@@ -171,17 +200,19 @@ def pdfs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def renders(monkeypatch) -> list[tuple]:
-    """Every page rendered during the test (cache misses), with fresh caches."""
-    documents.PAGE_FILES.clear()
+def renders(monkeypatch, tmp_path) -> list[tuple]:
+    """Every page rendered during the test, into a folder of rendered pages of its own."""
+    folder = tmp_path / "pages"
+    folder.mkdir(mode=0o700)
+    monkeypatch.setattr(documents, "page_dir", lambda: folder)
     calls: list[tuple] = []
-    real = documents.render_page
+    real = documents.render_pages
 
-    def counted(path, page, scale, target):
-        calls.append((Path(path).name, page))
-        return real(path, page, scale, target)
+    def counted(path, pages):
+        calls.extend((Path(path).name, page) for page, _, _ in pages)
+        return real(path, pages)
 
-    monkeypatch.setattr(documents, "render_page", counted)
+    monkeypatch.setattr(documents, "render_pages", counted)
     return calls
 
 
@@ -324,7 +355,7 @@ def test_the_page_folder_is_bounded_and_spares_pages_in_use(tmp_path):
         os.utime(tmp_path / f"{index}.png", (old + index, old + index))
     (tmp_path / "new.png").write_bytes(b"x" * 100)  # just rendered: a request may read it now
     (tmp_path / "page.123.part").write_bytes(b"x" * 100)  # being written
-    documents.sweep(tmp_path, 250, keep=tmp_path / "0.png")
+    documents.sweep(tmp_path, 250, keep={tmp_path / "0.png"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.png", "new.png", "page.123.part"]
 
 
@@ -392,6 +423,41 @@ def test_a_follow_up_about_the_same_pages_carries_none(pdfs, renders):
         collect_document_turn({"text": "What?"}, [], None, "")
 
 
+def test_pages_of_a_second_document_are_told_apart(pdfs):
+    """Two documents in one conversation: the second one's pages are Doc-2 Page-k, in the
+    prompt and in the preview; the first one's stay Page-k."""
+    turns = [collect_document_turn({"text": "Summarise."}, [], str(pdfs["five"]), "1-2")]
+    turns.append({"role": "assistant", "text": "A summary."})
+    gallery, _ = preview(str(pdfs["long"]), "3", 12, turns)
+    assert [caption for _, caption in gallery] == ["Doc-2 Page-3"]
+    turns.append(collect_document_turn({"text": "And this?"}, turns, str(pdfs["long"]), "3"))
+    turns.append({"role": "assistant", "text": "Another."})
+    turns.append(collect_document_turn({"text": "Back to it."}, turns, str(pdfs["five"]), "4"))
+    questions = [text for role, text in chat_messages(to_conversation(turns, "")) if role == "user"]
+    assert questions == [
+        "Page-1: <image>\nPage-2: <image>\nSummarise.",
+        "Doc-2 Page-3: <image>\nAnd this?",
+        "Page-4: <image>\nBack to it.",
+    ]
+
+
+def test_a_pdf_attached_to_the_question_becomes_the_previewed_document(pdfs):
+    textbox, document = attached_document({"text": "What?", "files": [str(pdfs["long"])]})
+    assert document == str(pdfs["long"]) and textbox.value == {"text": "What?", "files": []}
+    nothing_attached = (gr.skip(), gr.skip())  # typing alone changes nothing else
+    assert attached_document({"text": "What?", "files": []}) == nothing_attached
+    assert attached_document(None) == nothing_attached
+
+
+def test_a_restored_document_conversation_names_the_pdf_to_attach_again(pdfs):
+    turns = [collect_document_turn({"text": "Totals?"}, [], str(pdfs["five"]), "1-3, 5")]
+    turns.append({"role": "assistant", "text": "12."})
+    entry = make_entry(turns, "saved")
+    notice = restore_notice(entry)
+    assert "five.pdf (pages 1-3, 5)" in notice and ".png" not in notice
+    assert questions_of(restored_turns(entry)) == questions_of(turns)
+
+
 def test_the_preview_numbers_the_pages_that_will_be_sent(pdfs):
     gallery, note = preview(str(pdfs["long"]), "7, 299-300", 12)
     assert [caption for _, caption in gallery] == ["Page-7", "Page-299", "Page-300"]
@@ -422,7 +488,7 @@ def test_document_chat_sends_the_chosen_pages_as_page_images(client, stream_spy,
         max_new_tokens=64,
         api_name="/document_chat",
     )
-    assert [text for text in job if text]
+    assert [answer for answer, _thinking in job if answer]
     conversation = stream_spy[-1].conversation
     assert len(conversation.turns[-1].images) == 3
     assert chat_messages(conversation)[-1][1] == (
@@ -433,7 +499,9 @@ def test_document_chat_sends_the_chosen_pages_as_page_images(client, stream_spy,
 
 def test_document_chat_follow_ups_reuse_the_rendered_pages(client, stream_spy, pdfs, renders):
     asked = {"document": handle_file(str(pdfs["five"])), "pages": "3", "max_new_tokens": 4}
-    answer = client.predict(question="What is on it?", api_name="/document_chat", **asked)
+    answer, _thinking = client.predict(
+        question="What is on it?", api_name="/document_chat", **asked
+    )
     history = [
         {"role": "user", "content": "What is on it?"},
         {"role": "assistant", "content": answer},
@@ -480,7 +548,29 @@ def test_document_chat_refuses_clearly_and_keeps_serving(client, pdfs, name, pag
         pages="1",
         max_new_tokens=2,
         api_name="/document_chat",
-    )
+    )[0]
+
+
+def test_document_chat_survives_pages_too_slow_or_too_big_to_render(
+    client, pdfs, renders, monkeypatch
+):
+    """PDFium runs in a process of its own, stopped at its time or memory limit."""
+    ask = {"question": "What?", "max_new_tokens": 2, "api_name": "/document_chat"}
+    normal_time, normal_memory = documents.RENDER_TIMEOUT_S, pdf_renderer.RENDER_MEMORY_BYTES
+    document_info(pdfs["slow"])  # measured within the limits: opening it is quick
+    monkeypatch.setattr(documents, "RENDER_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    with pytest.raises(AppError, match=r"Page 1 of slow\.pdf took too long to render"):
+        client.predict(document=handle_file(str(pdfs["slow"])), **ask)
+    assert time.monotonic() - started < 5  # stopped, not awaited
+    monkeypatch.setattr(documents, "RENDER_TIMEOUT_S", normal_time)
+    document_info(pdfs["five"])  # measured within the limits
+    monkeypatch.setattr(pdf_renderer, "RENDER_MEMORY_BYTES", 4 * 1024**2)  # under a page's
+    with pytest.raises(AppError, match=r"Page 2 of five\.pdf took too much memory to render"):
+        client.predict(document=handle_file(str(pdfs["five"])), pages="2", **ask)
+    monkeypatch.setattr(pdf_renderer, "RENDER_MEMORY_BYTES", normal_memory)
+    assert client.predict(document=handle_file(str(pdfs["five"])), pages="2", **ask)
+    assert renders == [("slow.pdf", 1), ("five.pdf", 2), ("five.pdf", 2)]
 
 
 def test_document_chat_takes_pdfs_only(client, tmp_path):

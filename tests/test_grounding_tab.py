@@ -47,11 +47,12 @@ def test_grounding_endpoint_streams_and_returns_boxes_and_the_drawing(scripted, 
     )
     outputs = list(job)
     assert len(outputs) > 5
-    texts = [text for text, _, _ in outputs]
+    texts = [text for text, _, _, _ in outputs]
     assert texts[-1] == REPLY
-    box_counts = [len(boxes) for _, boxes, _ in outputs]
+    box_counts = [len(boxes) for _, boxes, _, _ in outputs]
     assert box_counts == sorted(box_counts) and box_counts[0] == 0  # boxes appear as they close
-    _answer, boxes, drawing = job.result()
+    _answer, boxes, drawing, thinking = job.result()
+    assert thinking == ""
     assert boxes == EXPECTED
     image = Image.open(drawing).convert("RGB")
     assert image.size == (600, 400)  # drawn on the image as sent, not on a resized copy
@@ -85,7 +86,7 @@ def test_many_boxes_on_a_huge_image_are_drawn_on_a_bounded_copy(
     monkeypatch.setattr(scripted, "reply", reply)
     monkeypatch.setattr(scripted, "piece_size", 16)
     client = Client(scripted_url, verbose=False)
-    _answer, boxes, drawing = client.predict(
+    _answer, boxes, drawing, _thinking = client.predict(
         image=handle_file(str(huge)), query="", mode="detect", api_name="/grounding"
     )
     client.close()
@@ -169,7 +170,7 @@ def test_the_drawing_follows_the_boxes_a_few_times_a_second_and_ends_complete(
     monkeypatch.setattr(scripted, "reply", reply)
     monkeypatch.setattr(scripted, "seconds_per_piece", 0.001)
     client = Client(scripted_url, verbose=False)
-    _answer, boxes, drawing = client.predict(
+    _answer, boxes, drawing, _thinking = client.predict(
         image=handle_file(COFFEE), query="", mode="detect", api_name="/grounding"
     )
     client.close()

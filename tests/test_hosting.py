@@ -146,7 +146,7 @@ def test_auth_is_required_by_the_launched_app(backend, gradio_temp_dir):
         api = httpx.post(f"{url}gradio_api/call/image_chat", json={"data": []})
         assert api.status_code in (401, 403)
         client = Client(url, auth=("ann", "secret"), verbose=False)
-        answer = client.predict(
+        answer, _thinking = client.predict(
             image=handle_file(str(EXAMPLES / "cat.jpg")),
             question="Q?",
             max_new_tokens=4,

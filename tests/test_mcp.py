@@ -55,6 +55,8 @@ def test_the_tools_are_the_named_endpoints_each_described(mcp_url):
     for name, tool in tools.items():
         assert len(tool["description"]) > 80, name
         assert "Returns:" in tool["description"], name
+        if name != "compare_vote":  # the thinking comes back apart from the answer
+            assert "thinking: " in tool["description"].partition("Returns:")[2], name
         for parameter, spec in tool["inputSchema"]["properties"].items():
             assert spec.get("description"), (name, parameter)
     grounding = tools["grounding"]["inputSchema"]
@@ -106,8 +108,8 @@ def test_without_progress_the_boxes_are_json_inside_the_one_text(mcp_url):
     # Without a progress token Gradio sends all the outputs as one text (Python's repr).
     result = call_grounding(mcp_url, progress=False)
     assert not result.isError
-    answer, boxes, _drawing = ast.literal_eval(result.content[0].text)
-    assert answer == REPLY
+    answer, boxes, _drawing, thinking = ast.literal_eval(result.content[0].text)
+    assert (answer, thinking) == (REPLY, "")
     assert json.loads(boxes)[0]["label"] == "the cat"
 
 
@@ -116,7 +118,7 @@ def test_gradio_client_still_gets_the_boxes_as_a_list(mcp_url):
 
     client = Client(mcp_url, verbose=False)
     try:
-        _, boxes, _ = client.predict(
+        _, boxes, _, _ = client.predict(
             image=handle_file(CAT), query="the cat", mode="find", api_name="/grounding"
         )
     finally:

@@ -84,7 +84,7 @@ def test_multi_image_chat_streams_with_numbered_images(client, stream_spy):
         max_new_tokens=512,
         api_name="/multi_image_chat",
     )
-    partials = [text for text in job if text]
+    partials = [answer for answer, _thinking in job if answer]
     assert len(partials) > 3
     conversation = stream_spy[-1].conversation
     user_text = chat_messages(conversation)[-1][1]
@@ -115,7 +115,7 @@ def test_video_chat_streams(client, clip_path, stream_spy):
         max_new_tokens=512,
         api_name="/video_chat",
     )
-    partials = [text for text in job if text]
+    partials = [answer for answer, _thinking in job if answer]
     assert len(partials) > 3
     clip = stream_spy[-1].conversation.turns[-1].video
     assert (clip.num_frames, clip.start, clip.end, clip.tiles_per_frame) == (8, 0.2, 1.8, 2)
@@ -127,7 +127,7 @@ def test_an_animated_gif_is_a_video(client, tmp_path):
     frames = [Image.new("RGB", (64, 48), (i * 40, 0, 0)) for i in range(6)]
     gif = tmp_path / "anim.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=100)
-    answer = client.predict(
+    answer, _thinking = client.predict(
         video=handle_file(str(gif)),
         question="What changes?",
         num_frames=4,
@@ -164,7 +164,7 @@ def test_bad_videos_get_a_clear_message_and_the_server_keeps_serving(
         num_frames=4,
         max_new_tokens=4,
         api_name="/video_chat",
-    )
+    )[0]
 
 
 def test_reasoning_and_answer_style_reach_the_prompt(client, stream_spy):

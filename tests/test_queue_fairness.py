@@ -117,7 +117,7 @@ def test_cancelled_requests_leave_no_preparation_working(app):
     assert wait_until(lambda: backend.preparing == 0, timeout=10)
     assert backend.most_preparing == 1
     backend.gate.set()
-    assert ask(client).result() == "An answer."
+    assert ask(client).result() == ("An answer.", "")
 
 
 # -- one client's share of the queue ----------------------------------------------------------
@@ -140,7 +140,7 @@ def test_a_client_may_queue_only_its_share(app):
     posted = post_call(url, question="Q?")
     assert posted.status_code == 422 and "the most one client may have" in posted.text
     backend.gate.set()
-    assert [job.result() for job in jobs + others] == ["An answer."] * 8
+    assert [job.result() for job in jobs + others] == [("An answer.", "")] * 8
 
 
 def test_an_answer_nobody_reads_stops(app, monkeypatch):
@@ -157,7 +157,7 @@ def test_an_answer_being_read_goes_on(app, monkeypatch):
     backend, _url, new_client = app
     monkeypatch.setattr(queueing, "ABANDONED_AFTER_S", 0.5)
     backend.reply = "word " * 100  # 1.25 s, more than ABANDONED_AFTER_S
-    assert ask(new_client()).result() == backend.reply
+    assert ask(new_client()).result() == (backend.reply, "")
     assert backend.pieces_sent == [backend.pieces_in(backend.reply)]
 
 
@@ -198,7 +198,7 @@ def test_video_chat_answers_start_with_the_notices(app, tmp_path):
     backend, _url, new_client = app
     backend.notices.append(NOTICE)
     video = write_video(tmp_path / "clip.mp4", "libx264", 10, 20, options=X264)
-    answer = new_client().predict(
+    answer, _thinking = new_client().predict(
         video=handle_file(str(video)), question="Q?", num_frames=4, api_name="/video_chat"
     )
     assert answer == f"⚠️ Notice: {NOTICE}\n\nAn answer."
@@ -208,7 +208,7 @@ def test_an_answer_sent_back_in_history_loses_its_notices(app):
     backend, _url, new_client = app
     client = new_client()
     backend.notices.append(NOTICE)
-    first = client.predict(image=handle_file(CAT), question="Q?", api_name="/image_chat")
+    first, _ = client.predict(image=handle_file(CAT), question="Q?", api_name="/image_chat")
     history = [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": first}]
     ask(client, "And?", history=history).result()
     assert backend.conversations[-1].turns[1].text == "An answer."
@@ -222,7 +222,7 @@ def test_a_real_left_out_turn_is_reported(client, backend, monkeypatch):
     settings = GenerationSettings(max_new_tokens=16)
     short = backend.prepare(Conversation(turns[2:]), settings).input_ids.shape[1]
     monkeypatch.setattr(backend.pool.get(backend.info.model), "context_length", short + 16)
-    answer = client.predict(
+    answer, _thinking = client.predict(
         image=handle_file(CAT),
         question="Second?",
         system_prompt="",
