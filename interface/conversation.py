@@ -29,13 +29,14 @@ import copy
 import os
 
 from interface.grounding_view import annotated_file, answer_boxes
+from interface.i18n import request_language, translate
 from interface.rendering import render_answer, stats_line
 from interface.settings import finite_number
 from model_backend.base import Conversation, Turn, VideoClip
 from model_backend.errors import InputError
 from model_backend.media import BoundedCache
 from model_backend.styles import DEFAULT_STYLE, normalize_style, split_final_answer
-from model_backend.thinking import Reply, split_thinking, strip_thinking
+from model_backend.thinking import Reply, answer_alone, split_thinking
 
 
 def user_turn(
@@ -85,14 +86,6 @@ def reply_of(answer: dict) -> Reply:
     """An answer turn's (or an alternative's) thinking and answer."""
     opened = bool(answer.get("thinking_mode"))
     return split_thinking(answer["text"], opened=opened, final=finished(answer))
-
-
-def answer_alone(text: str, reply: Reply) -> str:
-    """The answer of `text` split into `reply`. Without thinking, the text as written (but
-    nothing while all it holds is a tag just begun, which split_thinking holds back)."""
-    if reply.thinking is not None:
-        return reply.answer
-    return text if reply.answer else ""
 
 
 def thinking_and_answer(text: str, thinking_mode: bool, final: bool) -> tuple[str, str]:
@@ -203,15 +196,11 @@ def to_clip(video: dict) -> VideoClip:
 
 
 def to_turn(turn: dict) -> Turn:
-    """The backend's turn. An answer loses its thinking here: the model never sees it again,
-    and a long thinking must not count against the length limits of what is sent."""
+    """The backend's turn. An answer keeps its thinking: the prompt builder leaves it out."""
     video = turn.get("video")
-    text = turn["text"]
-    if turn["role"] == "assistant" and isinstance(text, str):
-        text = strip_thinking(text)
     return Turn(
         turn["role"],
-        text,
+        turn["text"],
         tuple(turn.get("images") or ()),
         video=to_clip(video) if video else None,
         reasoning=bool(turn.get("reasoning")),
@@ -251,29 +240,33 @@ def answer_messages(
         "role": "assistant",
         "content": render_answer(steps) or "…",
         "metadata": {
-            "title": "Reasoning",
+            "title": translate("Reasoning"),
             "status": "done" if final_answer is not None else "pending",
         },
     }
     if final_answer is None:
         if footer:  # ended (or stopped) without a final answer
             thinking["metadata"]["status"] = "done"
-            return [thinking, {"role": "assistant", "content": "(no final answer)" + footer}]
+            no_final_answer = translate("(no final answer)")
+            return [thinking, {"role": "assistant", "content": no_final_answer + footer}]
         return [thinking]
-    bold = f"**Final answer:** {render_answer(final_answer)}"
+    bold = f"**{translate('Final answer:')}** {render_answer(final_answer)}"
     return [thinking, {"role": "assistant", "content": bold + footer}]
 
 
 def thinking_messages(reply: Reply, seconds: float | None, footer: str, final: bool) -> list[dict]:
     """One "Thinking" collapsible above the answer; only the thinking while it thinks."""
-    metadata = {"title": "Thinking", "status": "done" if reply.thinking_done else "pending"}
+    metadata = {
+        "title": translate("Thinking"),
+        "status": "done" if reply.thinking_done else "pending",
+    }
     if reply.thinking_done and seconds is not None:
         metadata["duration"] = round(seconds, 1)
     thinking = {"role": "assistant", "content": render_answer(reply.thinking) or "…"}
     if not reply.thinking_done:
         return [{**thinking, "metadata": metadata}]
     # An empty answer at the end: it was cut off (stopped, or out of tokens) while thinking.
-    answer = render_answer(reply.answer) or ("(no answer)" if final else "…")
+    answer = render_answer(reply.answer) or (translate("(no answer)") if final else "…")
     return [{**thinking, "metadata": metadata}, {"role": "assistant", "content": answer + footer}]
 
 
@@ -342,8 +335,10 @@ def alternative_message(answer: dict, total: int) -> dict:
         "role": "assistant",
         "content": (render_answer(answer_text(answer)) or "…") + footer,
         "metadata": {
-            "title": f"Other answer ({answer['number']} of {total})",
-            "log": "not used · like it to use it instead",
+            "title": translate(
+                "Other answer ({number} of {total})", number=answer["number"], total=total
+            ),
+            "log": translate("not used · like it to use it instead"),
             "status": "done",
         },
     }
@@ -390,12 +385,14 @@ def remembered_messages(turn: dict, reasoning: bool, image: str | None) -> list[
     """`turn_messages`, rendered once while the turn's content stays the same."""
     # Feedback is not rendered (it is the chatbot's feedback_value); the other answers are.
     others = tuple((a["number"], a["text"], a.get("stats")) for a in shown_alternatives(turn))
+    language = request_language()  # the titles around an answer are in the reader's language
     if turn["role"] == "user":
         video = (turn.get("video") or {}).get("path")
-        key = ("user", turn["text"], tuple(turn.get("images") or ()), video, others)
+        key = ("user", language, turn["text"], tuple(turn.get("images") or ()), video, others)
     else:
         thinking = (turn.get("thinking_seconds"), turn.get("thinking_mode"), finished(turn))
-        key = ("assistant", turn["text"], turn.get("stats"), thinking, reasoning, image, others)
+        key = ("assistant", language, turn["text"], turn.get("stats"), thinking, reasoning)
+        key += (image, others)
     messages = RENDERED.get_or_make(key, lambda: turn_messages(turn, reasoning, image))
     if turn["role"] == "assistant" and not all(map(os.path.isfile, drawings(messages))):
         # The drawing was deleted as old (grounding_view.keep_newest): drawn again, same file.
@@ -425,6 +422,8 @@ def history_to_turns(history: list | None) -> list[dict]:
     API history are ignored: media come through the endpoint's own parameters). Other keys
     (an engine's "reasoning_content", a "thinking") are ignored, and thinking written inline
     in an answer never reaches the model (the prompt builder sends the answer alone).
+    Assistant messages with a metadata title (a gr.Chatbot's "Thinking", "Reasoning" and
+    "Other answer" collapsibles, in the history copied from it) are not answers: skipped.
     """
     turns = []
     for message in history or []:
@@ -433,6 +432,8 @@ def history_to_turns(history: list | None) -> list[dict]:
                 'history must be a list of {"role": "user" | "assistant", "content": "..."} '
                 "messages."
             )
+        if message["role"] == "assistant" and titled_message(message):
+            continue
         content = message.get("content", "")
         if isinstance(content, list):
             content = "\n".join(
@@ -445,6 +446,12 @@ def history_to_turns(history: list | None) -> list[dict]:
         else:
             turns.append(assistant_turn(str(content)))
     return turns
+
+
+def titled_message(message: dict) -> bool:
+    """A chatbot message with a title: a collapsible around an answer, not an answer."""
+    metadata = message.get("metadata")
+    return isinstance(metadata, dict) and bool(metadata.get("title"))
 
 
 def is_text_block(block) -> bool:

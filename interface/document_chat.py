@@ -209,12 +209,18 @@ def build_document_chat_tab(
     show_examples("document_chat", panel.textbox, document)
     panel.wire(settings)
     history.wire(panel, notice)
-    # One document in view: what the gallery shows is what the question sends.
+    # One document in view: what the gallery shows is what the question sends. `change` is the
+    # only event of this box (Gradio 6.31) that comes when a file is attached: `input` never
+    # comes, `upload` has no server-side listener, and the app's Content-Security-Policy blocks
+    # js= listeners. So it comes at each keystroke too: those replies skip both outputs (a small
+    # round trip, the box left alone), and a burst of them is one request at a time, the last.
+    # Only the reply to an attachment rewrites the box, with its text as it was then.
     panel.textbox.change(
         attached_document,
         panel.textbox,
         [panel.textbox, document],
         queue=False,
+        trigger_mode="always_last",
         show_progress="hidden",
         api_visibility="private",
     )

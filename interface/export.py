@@ -25,6 +25,7 @@ from gradio.utils import get_upload_folder
 
 from interface.conversation import ANSWER_FIELDS, reply_of
 from model_backend.errors import InputError
+from model_backend.thinking import answer_alone
 
 # All exports kept at once; older ones are deleted to make room for a new one.
 EXPORT_BUDGET_BYTES = 512 * 2**20
@@ -97,7 +98,7 @@ def answer_record(answer: dict, keys: tuple[str, ...]) -> dict:
     """An answer (or an alternative) as plain data: its "text" is the answer alone, its
     thinking (if any) is "thinking", with "thinking_seconds"."""
     reply = reply_of(answer)
-    item = {"text": answer["text"]}
+    item = {"text": answer_alone(answer["text"], reply)}  # no empty "<think></think>"
     if reply.thinking is not None:
         item = {"text": reply.answer, "thinking": reply.thinking}
     return item | {key: answer[key] for key in keys if answer.get(key)}

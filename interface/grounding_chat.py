@@ -77,7 +77,7 @@ def build_grounding_tab(
                 value="find",
                 label=localized("Mode"),
                 info=localized(
-                    "Find: type what to look for · Detect all: just press Send · Ask: any "
+                    "Find: type what to look for · Detect all: just press Enter · Ask: any "
                     "question (boxes are drawn if the answer has some)"
                 ),
                 elem_id="grounding-mode",
@@ -110,7 +110,7 @@ def build_grounding_tab(
             notice = restore_notice_box("grounding")
             panel = ChatPanel(backend, tab, model, concurrency_limit, feedback=feedback)
     show_examples(
-        "grounding", panel.textbox, image, "Examples (Find mode: click one, then press Send)"
+        "grounding", panel.textbox, image, "Examples (Find mode: click one, then press Enter)"
     )
     panel.wire(settings)
     history.wire(panel, notice)

@@ -7,11 +7,12 @@ so a text missing from ZH simply shows in English. Two ways a text reaches the r
   frontend picks the language (`I18N`, passed to `launch`): the browser's, or the one chosen with
   the switch in the header (LANGUAGE_SCRIPT).
 - `translate(text)`: a message the server writes while it handles an event (gr.Info, gr.Warning,
-  gr.Error, a Markdown update), in the language of the request: the switch's cookie, else the
-  browser's Accept-Language.
+  gr.Error, a Markdown update), in the language of the request: the switch's choice (sent by the
+  page script as a header, else as a cookie), else the browser's Accept-Language.
 
 Texts with values (`{count}`) are formatted in both languages. The model's answers, the names of
-API parameters and the backend's error messages are never translated.
+API parameters and the backend's error messages (but for a few frequent refusals in ZH) are never
+translated.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import re
 import string
 from collections.abc import Callable
 from functools import cache
-from http.cookies import CookieError, SimpleCookie
 
 import gradio as gr
 from gradio.context import LocalContext
 from gradio.i18n import I18nData
+from starlette.requests import cookie_parser
 
 LANGUAGE_COOKIE = "internvl-demo-language"  # also the localStorage key; the locale, e.g. zh-CN
+LANGUAGE_HEADER = "x-internvl-language"  # the same choice, added by the page script to its requests
 SWITCH_TEXT = "中文"  # the switch names the other language: "中文" in English, "English" in Chinese
 
 # English text -> Chinese. Keep texts free of `{`/`}` other than format fields, and of HTML:
@@ -70,7 +72,6 @@ ZH: dict[str, str] = {
     "Conversation": "对话",
     "Question": "问题",
     "Ask a question and press Enter": "输入问题后按回车",
-    "Send": "发送",
     "Stop": "停止",
     "Regenerate": "重新生成",
     "Undo": "撤销",
@@ -121,13 +122,17 @@ ZH: dict[str, str] = {
         "The file {name} is no longer available, so the preference cannot be kept with it."
         " Please attach it again."
     ): "文件 {name} 已不可用，无法与偏好一起保存。请重新附上它。",
-    "Examples (click one, then press Send)": "示例（点击一个，然后按发送）",
-    "Examples (Find mode: click one, then press Send)": "示例（查找模式：点击一个，然后按发送）",
+    "Examples (click one, then press Enter)": "示例（点击一个，然后按回车）",
+    "Examples (Find mode: click one, then press Enter)": "示例（查找模式：点击一个，然后按回车）",
     "Image": "图像",
     # settings
     "Reason step by step": "逐步推理",
-    "MPO chain-of-thought prompt; the final answer is highlighted": (
-        "MPO 思维链提示；最终答案会被突出显示"
+    (
+        "InternVL 2.5: the MPO chain-of-thought prompt, the final answer highlighted; "
+        "InternVL3.5: its thinking mode (temperature {temperature} advised)"
+    ): (
+        "InternVL 2.5：MPO 思维链提示，突出显示最终答案；"
+        "InternVL3.5：其思考模式（建议温度 {temperature}）"
     ),
     "Answer style": "回答风格",
     "Default": "默认",
@@ -255,9 +260,9 @@ ZH: dict[str, str] = {
     "Detect all": "检测全部",
     "Ask": "提问",
     (
-        "Find: type what to look for · Detect all: just press Send ·"
+        "Find: type what to look for · Detect all: just press Enter ·"
         " Ask: any question (boxes are drawn if the answer has some)"
-    ): ("查找：输入要找的东西 · 检测全部：直接按发送 · 提问：任何问题（回答中有框时会画出来）"),
+    ): ("查找：输入要找的东西 · 检测全部：直接按回车 · 提问：任何问题（回答中有框时会画出来）"),
     "Boxes": "框",
     "Boxes (pixels)": "框（像素）",
     "Boxes as JSON": "框（JSON）",
@@ -305,6 +310,20 @@ ZH: dict[str, str] = {
         "Votes with a winner are kept, with the question and its images or video, as "
         "preference pairs for training."
     ): ("有胜者的投票会连同问题及其图像或视频一起，作为训练用的偏好数据对保存。"),
+    # the chat's own messages around an answer (interface.conversation)
+    "Thinking": "思考过程",
+    "Reasoning": "推理过程",
+    "(no answer)": "（没有回答）",
+    "(no final answer)": "（没有最终答案）",
+    "Final answer:": "最终答案：",
+    "Other answer ({number} of {total})": "其他回答（第 {number} 个，共 {total} 个）",
+    "not used · like it to use it instead": "未使用 · 点赞即可改用它",
+    # the backend's most frequent refusals without values (the others stay in English)
+    "The conversation must end with a question from the user.": "对话必须以用户的提问结尾。",
+    "One message can carry images or a video, not both: send them separately.": (
+        "一条消息只能带图像或视频，不能同时带两者：请分开发送。"
+    ),
+    "The video contains no frames.": "该视频不含任何帧。",
 }
 
 
@@ -338,16 +357,14 @@ def localized(text: str, **values) -> I18nData:
     return localized_by(lambda say: say(text).format(**values))
 
 
-def language_of(cookie: str | None, accept_language: str | None) -> str:
-    """The reader's language, "zh" or "en": the switch's choice if the browser sent one, else
-    the first language the browser asks for (as the page itself does); English for any other."""
-    chosen = None
-    if cookie:
-        try:
-            morsel = SimpleCookie(cookie).get(LANGUAGE_COOKIE)
-        except CookieError:
-            morsel = None
-        chosen = morsel.value if morsel else None
+def language_of(cookie: str | None, accept_language: str | None, chosen: str | None = None) -> str:
+    """The reader's language, "zh" or "en": the switch's choice if the browser sent one (the
+    page script's header `chosen`, else the cookie), else the first language the browser asks
+    for (as the page itself does); English for any other."""
+    if not chosen and cookie:
+        # Not SimpleCookie: it drops every cookie when one of them (another app's on this host)
+        # is malformed.
+        chosen = cookie_parser(cookie).get(LANGUAGE_COOKIE)
     if not chosen and accept_language:
         ranked = []
         for position, item in enumerate(accept_language.split(",")):
@@ -365,7 +382,9 @@ def request_language(request=None) -> str:
     """The language of `request`, or of the request whose event is running."""
     request = request if request is not None else LocalContext.request.get(None)
     headers = getattr(request, "headers", None) or {}
-    return language_of(headers.get("cookie"), headers.get("accept-language"))
+    return language_of(
+        headers.get("cookie"), headers.get("accept-language"), headers.get(LANGUAGE_HEADER)
+    )
 
 
 @cache
@@ -379,24 +398,54 @@ def template_pattern(template: str) -> re.Pattern:
     return re.compile("".join(pattern), re.DOTALL)
 
 
+# The messages formatted in English where they are raised (an InputError or gr.Error whose text
+# reaches translate() finished), recognised by their template. Only these: a general template
+# ("{count} pages") would match unrelated messages ("Please upload 3 pages").
+RAISED_TEMPLATES = (
+    # interface.queueing: refuse_if_over, and the answer stopped for its idle reader
+    (
+        "You already have {jobs} requests waiting for or running on the model, the most one"
+        " client may have ({per_session} per session, {per_address} per address). Wait for one"
+        " to finish or cancel one, then try again."
+    ),
+    "Stopped: nobody read this answer for {seconds} s, and others were waiting for the model.",
+    # interface.export: a conversation too large to export
+    (
+        "This conversation is too large to export: about {needed} MB with its images, and exports"
+        " may take {budget} MB."
+    ),
+    # interface.preferences: a vote whose file is gone
+    (
+        "The file {name} is no longer available, so the preference cannot be kept with it."
+        " Please attach it again."
+    ),
+    # interface.multi_image_chat.check_image_limit
+    (
+        "This conversation would hold {total} images; the limit is {max_images}. Remove some"
+        " before sending, or press Clear to start a new conversation."
+    ),
+)
+
+
 def chinese_message(text: str) -> str:
-    """`text` in Chinese: from the table, or formatted from a template there (a message that
-    was formatted in English where it was raised, e.g. with a count)."""
+    """`text` in Chinese: from the table, or formatted from one of RAISED_TEMPLATES."""
     if text in ZH:
         return ZH[text]
-    for template in ZH:
-        if "{" in template and (match := template_pattern(template).fullmatch(text)):
+    for template in RAISED_TEMPLATES:
+        if match := template_pattern(template).fullmatch(text):
             return ZH[template].format(**match.groupdict())
     return text
 
 
 def translate(text: str, request=None, **values) -> str:
     """A message written by the server, in the language of the request (`request`, or the one
-    whose event is running; English without one, as for a bare API call). Texts not in the
-    table (the backend's messages) stay as they are."""
+    whose event is running; English without one, as for a bare API call). `values` fill the
+    fields of `text`'s translation. Texts not in the table (most of the backend's messages)
+    stay as they are."""
+    chinese = request_language(request) == "zh"
     if values:
-        text = text.format(**values)
-    return chinese_message(text) if request_language(request) == "zh" else text
+        return (ZH.get(text, text) if chinese else text).format(**values)
+    return chinese_message(text) if chinese else text
 
 
 def language_switch() -> gr.Button:
@@ -408,20 +457,32 @@ def language_switch() -> gr.Button:
 
 # The first script of the page (interface.security adds it): Gradio's frontend takes its language
 # from navigator.language when it starts, so a language chosen with the switch replaces the
-# browser's there, before Gradio runs, and goes to the server as a cookie. A click on the switch
-# stores the other language and reloads the page.
+# browser's there, before Gradio runs. It goes to the server as a header on the page's own
+# requests (fetch is wrapped before Gradio's client takes it: a Space embedded in another site's
+# page may get no cookie) and as a cookie (SameSite=None over https, for embedded pages where
+# third-party cookies are allowed). A click on the switch stores the other language and reloads.
 LANGUAGE_SCRIPT = """<script>
 (() => {
   const KEY = "LANGUAGE_KEY";
+  const SAME_SITE = location.protocol === "https:" ? "samesite=none; secure" : "samesite=lax";
   const remember = (locale) => {
     localStorage.setItem(KEY, locale);
-    document.cookie = `${KEY}=${locale}; path=/; max-age=31536000; samesite=lax`;
+    document.cookie = `${KEY}=${locale}; path=/; max-age=31536000; ${SAME_SITE}`;
   };
   const chosen = localStorage.getItem(KEY);
   if (chosen) {
     remember(chosen);
     Object.defineProperty(navigator, "language", { get: () => chosen });
     Object.defineProperty(navigator, "languages", { get: () => [chosen] });
+    const send = window.fetch.bind(window);
+    window.fetch = (input, init) => {
+      const request = input instanceof Request ? input : null;
+      const url = new URL(request ? request.url : String(input), location.href);
+      if (url.origin !== location.origin) return send(input, init);
+      const headers = new Headers((init && init.headers) || (request && request.headers) || {});
+      headers.set("LANGUAGE_HEADER", chosen);
+      return send(input, { ...init, headers });
+    };
   }
   document.addEventListener("click", (event) => {
     if (event.target.closest("#language-switch")) {
@@ -430,7 +491,7 @@ LANGUAGE_SCRIPT = """<script>
     }
   });
 })();
-</script>""".replace("LANGUAGE_KEY", LANGUAGE_COOKIE)
+</script>""".replace("LANGUAGE_KEY", LANGUAGE_COOKIE).replace("LANGUAGE_HEADER", LANGUAGE_HEADER)
 HEAD_TAG = re.compile(rb"<head(\s[^>]*)?>", re.IGNORECASE)
 
 

@@ -11,6 +11,7 @@ from interface.i18n import localized
 from model_backend.errors import InputError
 from model_backend.prompt import DEFAULT_SYSTEM_PROMPT
 from model_backend.styles import ANSWER_STYLES, DEFAULT_STYLE
+from model_backend.thinking import THINKING_TEMPERATURE
 from model_backend.types import SETTING_LIMITS, BackendInfo, GenerationSettings
 
 
@@ -45,7 +46,11 @@ def build_settings(
         reasoning = gr.Checkbox(
             False,
             label=localized("Reason step by step"),
-            info=localized("MPO chain-of-thought prompt; the final answer is highlighted"),
+            info=localized(
+                "InternVL 2.5: the MPO chain-of-thought prompt, the final answer highlighted; "
+                "InternVL3.5: its thinking mode (temperature {temperature} advised)",
+                temperature=THINKING_TEMPERATURE,
+            ),
             elem_id=f"{prefix}-reasoning",
         )
         answer_style = gr.Dropdown(

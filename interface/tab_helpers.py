@@ -13,7 +13,7 @@ from model_backend.errors import InputError
 ADD_AN_IMAGE = "Please add an image first (upload, paste or webcam)."
 ADD_A_VIDEO = "Please add a video first."
 ADD_A_DOCUMENT = "Please add a PDF document first."
-EXAMPLES_LABEL = "Examples (click one, then press Send)"
+EXAMPLES_LABEL = "Examples (click one, then press Enter)"
 
 
 def question_text(message: dict) -> str:

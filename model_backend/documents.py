@@ -275,7 +275,8 @@ def limit_message(error: pdf_renderer.TooSlow | pdf_renderer.TooBig, what: str) 
 
 def sweep(folder: Path, max_bytes: int, keep: Collection[Path] = ()) -> None:
     """Delete the oldest files of `folder` until it holds at most `max_bytes` (never `keep`,
-    nor a file written in the last RECENT_S, nor one still being written)."""
+    nor a file written in the last RECENT_S, nor one still being written), and partial files
+    older than RECENT_S (left by a renderer that died while writing one)."""
     files, total = [], 0
     recent = time.time_ns() - RECENT_S * 10**9
     for entry in os.scandir(folder):
@@ -283,9 +284,13 @@ def sweep(folder: Path, max_bytes: int, keep: Collection[Path] = ()) -> None:
             status = entry.stat()
         except OSError:  # deleted meanwhile
             continue
-        total += status.st_size
-        if not entry.name.endswith(".part") and status.st_mtime_ns < recent:
+        if entry.name.endswith(".part"):
+            if status.st_mtime_ns < recent:  # no renderer lives that long (RENDER_TIMEOUT_S)
+                Path(entry.path).unlink(missing_ok=True)
+                continue
+        elif status.st_mtime_ns < recent:
             files.append((status.st_mtime_ns, status.st_size, entry.path))
+        total += status.st_size
     for _, size, name in sorted(files):
         if total <= max_bytes:
             break

@@ -3,11 +3,15 @@
 A crafted page (forms nested in forms, an endless content stream) can keep PDFium busy for
 minutes or make it take gigabytes, and PDFium cannot be interrupted. So the server process never
 calls PDFium: each measurement of a document and each rendering of a page runs in a fresh Python
-process (`python -m model_backend.pdf_renderer REQUEST`, started by subprocess, which execs it:
-no fork of the threaded server) whose address space is limited (RLIMIT_AS: RENDER_MEMORY_BYTES
-beyond what it holds once started), and which is killed when its time is up or its request is
-cancelled. A page that needs more memory ends its process (a MemoryError, or PDFium aborting)
-and only that page is refused.
+process (`python -m model_backend.pdf_renderer`, the request on its stdin, started by
+subprocess, which execs it: no fork of the threaded server) whose address space is limited
+(RLIMIT_AS: RENDER_MEMORY_BYTES beyond what it holds once started), and which is killed when its
+time is up or its request is cancelled. A page that needs more memory ends its process (a
+MemoryError, or PDFium aborting) and only that page is refused. The child gets no more than it
+needs: the project's folder as its working directory (`-m` puts it first on its import path, so
+nothing in the server's working directory can stand in for the code), a few environment
+variables (not the server's tokens), no core dumps, and the request on stdin (a command line is
+visible to every user in `ps`).
 
 A fresh process per call is the simplest thing that stays right when one is killed (a pool's
 worker would have to be replaced). Starting one (Python, pypdfium2 and Pillow) costs about
@@ -42,13 +46,16 @@ log = logging.getLogger(__name__)
 RENDER_MEMORY_BYTES = 1024**3
 MAX_RENDERERS = 4  # processes at once: at most this many times RENDER_MEMORY_BYTES
 POLL_S = 0.1  # how often a waiting request looks whether it was cancelled
+STDERR_TAIL_BYTES = 4096  # what the server keeps of a child's stderr, to log why it died
+# All the child gets of the server's environment (besides its import path): no tokens.
+CHILD_ENVIRONMENT = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE", "LD_LIBRARY_PATH")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 RENDERERS = threading.BoundedSemaphore(MAX_RENDERERS)
 # The child starts with -S (the site hooks of .pth files cost more than its own imports) and
-# this server's import path instead.
+# this server's import path instead, less its relative entries ("": whatever folder it is in).
 CHILD_IMPORT_PATH = os.pathsep.join(
-    dict.fromkeys([str(PROJECT_ROOT), *(os.path.abspath(entry) for entry in sys.path)])
+    dict.fromkeys([str(PROJECT_ROOT), *(entry for entry in sys.path if os.path.isabs(entry))])
 )
 
 
@@ -77,26 +84,42 @@ def run(task: str, timeout: float, **arguments) -> object:
         RENDERERS.release()
 
 
+def child_environment() -> dict[str, str]:
+    """The child's environment: CHILD_ENVIRONMENT and its import path, nothing else."""
+    kept = {name: os.environ[name] for name in CHILD_ENVIRONMENT if name in os.environ}
+    return {**kept, "PYTHONPATH": CHILD_IMPORT_PATH}
+
+
 def _run(task: str, timeout: float, arguments: dict) -> object:
     request = json.dumps(
         {"task": task, "arguments": arguments, "memory": RENDER_MEMORY_BYTES, "cpu_s": timeout}
-    )
+    ).encode()
     deadline = time.monotonic() + timeout
-    process = subprocess.Popen(
-        [sys.executable, "-S", "-m", "model_backend.pdf_renderer", request],
-        env={**os.environ, "PYTHONPATH": CHILD_IMPORT_PATH},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    # Its stderr is read aside, keeping the tail (communicate would keep all of it).
+    stderr, child_stderr = os.pipe()
+    said = bytearray()
+    reader = threading.Thread(target=keep_tail, args=(stderr, said), daemon=True)
+    reader.start()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-S", "-m", "model_backend.pdf_renderer"],
+            cwd=PROJECT_ROOT,
+            env=child_environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=child_stderr,
+        )
+    finally:
+        os.close(child_stderr)  # the child has its own: the reader sees the end when it ends
     try:
         while True:
             try:
-                output, said = process.communicate(
-                    timeout=max(0.0, min(POLL_S, deadline - time.monotonic()))
+                output, _ = process.communicate(
+                    request, timeout=max(0.0, min(POLL_S, deadline - time.monotonic()))
                 )
                 break
             except subprocess.TimeoutExpired:
+                request = None  # sent (or being sent) already
                 raise_if_cancelled()
                 if time.monotonic() >= deadline:
                     raise TooSlow(task) from None
@@ -104,6 +127,10 @@ def _run(task: str, timeout: float, arguments: dict) -> object:
         if process.returncode is None:  # out of time, or cancelled: killed and reaped
             process.kill()
             process.communicate()
+        reader.join(timeout=1)
+        # A child killed (or out of CPU time) while saving a page leaves its partial file.
+        for _, _, target in arguments.get("pages", ()):
+            Path(partial_file(target, process.pid)).unlink(missing_ok=True)
     try:
         reply = json.loads(output)
     except ValueError:  # it died without a word: out of memory, or PDFium aborted
@@ -111,7 +138,7 @@ def _run(task: str, timeout: float, arguments: dict) -> object:
             "PDFium process for %s ended with %s: %s",
             task,
             process.returncode,
-            said[-500:].decode(errors="replace"),
+            bytes(said).decode(errors="replace"),
         )
         raise TooBig(task) from None
     if "refused" in reply:
@@ -119,6 +146,20 @@ def _run(task: str, timeout: float, arguments: dict) -> object:
     if "memory" in reply:
         raise TooBig(task)
     return reply["result"]
+
+
+def keep_tail(pipe: int, tail: bytearray) -> None:
+    """Read the pipe `pipe` to its end (then close it), keeping its last STDERR_TAIL_BYTES in
+    `tail`."""
+    with open(pipe, "rb", buffering=0) as stream:
+        for chunk in iter(lambda: stream.read(STDERR_TAIL_BYTES), b""):
+            tail += chunk
+            del tail[:-STDERR_TAIL_BYTES]
+
+
+def partial_file(target: str, pid: int) -> str:
+    """Where the process `pid` writes the page `target` before it is whole."""
+    return f"{target}.{pid}.part"
 
 
 # -- in the child process ----------------------------------------------------------------------
@@ -178,7 +219,7 @@ def render(path: str, pages: list[tuple[int, float, str]]) -> None:
             image = document[page - 1].render(scale=scale, may_draw_forms=True).to_pil()
         except pdfium.PdfiumError:
             raise InputError(f"Page {page} of {Path(path).name} could not be rendered.") from None
-        partial = f"{target}.{os.getpid()}.part"
+        partial = partial_file(target, os.getpid())
         try:
             image.convert("RGB").save(partial, "PNG", compress_level=3)
             os.replace(partial, target)  # another request may render it too: either is right
@@ -199,6 +240,7 @@ def address_space() -> int:
 
 def child_main(request: str) -> None:
     """Run one request (JSON, from `run`) and print its outcome as JSON."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no dump of an untrusted file's pages
     request = json.loads(request)
     limit = address_space() + request["memory"]
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -218,4 +260,4 @@ def child_main(request: str) -> None:
 
 
 if __name__ == "__main__":
-    child_main(sys.argv[1])
+    child_main(sys.stdin.read())

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from model_backend.types import Conversation
+if TYPE_CHECKING:  # model_backend.types measures answers with strip_thinking: no cycle
+    from model_backend.types import Conversation
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -85,6 +87,12 @@ def split_thinking(text: str, *, opened: bool = False, final: bool = False) -> R
     - A final reply whose `<think>` never closes was cut off while thinking: answer "".
     - A closed, empty block ("<think>\n\n</think>", a model told not to think) is no thinking.
     """
+    return _split(text, opened=opened, final=final, merge_second=True)
+
+
+def _split(text: str, *, opened: bool, final: bool, merge_second: bool) -> Reply:
+    """split_thinking; a second block is merged only when `merge_second` (once: a reply of
+    thousands of blocks, sent back through the API, must not recurse thousands of times)."""
     body = (text if final else _without_partial_tag(text)).lstrip()
     if body.startswith(THINK_OPEN):
         body = body[len(THINK_OPEN) :]
@@ -100,8 +108,8 @@ def split_thinking(text: str, *, opened: bool = False, final: bool = False) -> R
     if answer.startswith(THINK_CLOSE):  # a stray second closing tag
         answer = answer[len(THINK_CLOSE) :].lstrip()
     thinking, done = thinking.strip(), True
-    if answer.startswith(THINK_OPEN):
-        repeat = split_thinking(answer, final=final)
+    if merge_second and answer.startswith(THINK_OPEN):
+        repeat = _split(answer, opened=False, final=final, merge_second=False)
         thinking = _merge(thinking, repeat.thinking or "")
         answer, done = repeat.answer, repeat.thinking_done
     # An empty block (a model told not to think writes "<think>\n\n</think>") is no thinking.
@@ -110,11 +118,17 @@ def split_thinking(text: str, *, opened: bool = False, final: bool = False) -> R
     )
 
 
+def answer_alone(text: str, reply: Reply) -> str:
+    """The answer of `text`, split into `reply`: the text as written when nothing was taken out
+    of it, else the reply's answer (also when all that was taken out is a tag: an empty
+    thinking block, or the start of a tag still streaming)."""
+    return text if reply.thinking is None and reply.answer == text.strip() else reply.answer
+
+
 def strip_thinking(text: str) -> str:
     """The answer alone: what goes back to the model in later turns. Text without thinking is
-    returned as it is."""
-    reply = split_thinking(text, final=True)
-    return text if reply.thinking is None and reply.answer == text.strip() else reply.answer
+    returned as it is. Not to be applied twice: an answer may speak of `</think>` itself."""
+    return answer_alone(text, split_thinking(text, final=True))
 
 
 def has_thinking_mode(model: str, text_model_type: str | None = None) -> bool:
@@ -126,14 +140,19 @@ def has_thinking_mode(model: str, text_model_type: str | None = None) -> bool:
 
 
 def apply_thinking_mode(conversation: Conversation, own_system_prompt: str) -> Conversation:
-    """The conversation as a thinking model should see it when its latest question was asked
-    with `reasoning=True`: the thinking system prompt instead of the MPO wrapper on every
-    question. A system prompt the user wrote (neither empty nor the model's own
-    `own_system_prompt`) is kept after it, separated by a blank line. Any other conversation
-    is returned as is."""
+    """The conversation as a thinking model sees it: no question in the MPO wrapper (the
+    switch asks such a model to think, never to "reason step by step"), and, when its latest
+    question was asked with `reasoning=True`, the thinking system prompt. A system prompt the
+    user wrote (neither empty nor the model's own `own_system_prompt`) is kept after it,
+    separated by a blank line. A conversation with no question asked with the switch is
+    returned as is."""
     turns = conversation.turns
-    if not turns or turns[-1].role != "user" or not turns[-1].reasoning:
+    if not any(turn.reasoning for turn in turns):
         return conversation
+    # Earlier questions asked with the switch on lose the wrapper too, whatever the latest.
+    questions = tuple(replace(turn, reasoning=False) if turn.reasoning else turn for turn in turns)
+    if turns[-1].role != "user" or not turns[-1].reasoning:
+        return replace(conversation, turns=questions)
     users_prompt = conversation.system_prompt.strip()
     if users_prompt.startswith(THINKING_SYSTEM_PROMPT):  # already applied
         system_prompt = users_prompt
@@ -141,9 +160,4 @@ def apply_thinking_mode(conversation: Conversation, own_system_prompt: str) -> C
         system_prompt = f"{THINKING_SYSTEM_PROMPT}\n\n{users_prompt}"
     else:
         system_prompt = THINKING_SYSTEM_PROMPT
-    return Conversation(
-        turns=tuple(
-            replace(turn, reasoning=False) if turn.role == "user" else turn for turn in turns
-        ),
-        system_prompt=system_prompt,
-    )
+    return replace(conversation, turns=questions, system_prompt=system_prompt)

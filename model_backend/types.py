@@ -4,8 +4,9 @@ In: a Conversation (turns of text and images, and a system prompt) and Generatio
 Out: a TextStream, an iterator of text increments that can be cancelled and that carries the
 figures of the generation (tokens, time to first token, tokens/s) once it ends.
 
-This module imports nothing of the project but errors and styles, so that everything else
-(media, prompt, the backends, the interface) can import it without cycles.
+This module imports nothing of the project but errors, styles and thinking (none of which
+imports it at run time), so that everything else (media, prompt, the backends, the interface)
+can import it without cycles.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Literal
 
 from model_backend.errors import InputError
 from model_backend.styles import normalize_style
+from model_backend.thinking import strip_thinking
 
 DEFAULT_MODEL = "OpenGVLab/InternVL2_5-2B-MPO-hf"
 MAX_FRAMES = 64
@@ -115,19 +117,22 @@ class Conversation:
         return sum(turn.visual_count for turn in self.turns)
 
     def check(self) -> None:
-        """Raise InputError unless this is a conversation a model can answer."""
-        total = sum(len(turn.text) for turn in self.turns) + len(self.system_prompt)
+        """Raise InputError unless this is a conversation a model can answer. An answer is
+        measured without its thinking, which the model never sees again (a long thinking is
+        no answer too long)."""
+        sent = [strip_thinking(t.text) if t.role == "assistant" else t.text for t in self.turns]
+        total = sum(map(len, sent)) + len(self.system_prompt)
         if total > MAX_CONVERSATION_CHARS:
             raise InputError(
                 f"The conversation is {total:,} characters long; the limit is "
                 f"{MAX_CONVERSATION_CHARS:,}. Please start a new conversation."
             )
         check_length(self.system_prompt, MAX_SYSTEM_PROMPT_CHARS, "system prompt")
-        for turn in self.turns:
+        for turn, text in zip(self.turns, sent, strict=True):
             if turn.role == "user":
-                check_length(turn.text, MAX_QUESTION_CHARS, "question")
+                check_length(text, MAX_QUESTION_CHARS, "question")
             else:
-                check_length(turn.text, MAX_ANSWER_CHARS, "answer")
+                check_length(text, MAX_ANSWER_CHARS, "answer")
         if not self.turns or self.turns[-1].role != "user":
             raise InputError("The conversation must end with a question from the user.")
         if not self.turns[-1].text.strip():

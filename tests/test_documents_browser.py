@@ -31,11 +31,15 @@ def test_ask_about_chosen_pages_of_a_pdf(browser, scripted):
     page.goto(url)
     page.get_by_role("tab", name="Document chat").click()
 
-    # A PDF attached to the question goes to the File box, and its pages are shown.
     question = page.locator("#document-chat-input")
+    box = question.locator("textarea")
+    box.press_sequentially("What do these pages show?")
+
+    # A PDF attached to the question goes to the File box, and its pages are shown.
     question.locator("input[type='file']").set_input_files(str(EXAMPLES / "sample_document.pdf"))
     expect(page.locator("#document-chat-file")).to_contain_text("sample_document")
     expect(question).not_to_contain_text("sample_document")  # one place for the document
+    expect(box).to_have_value("What do these pages show?")  # the question stays
     gallery = page.locator("#document-chat-gallery")
     expect(gallery.locator("img")).to_have_count(3)
     for label in ("Page-1", "Page-2", "Page-3"):
@@ -52,8 +56,6 @@ def test_ask_about_chosen_pages_of_a_pdf(browser, scripted):
     expect(estimate).to_contain_text("sending 2")
 
     # Ask: the question goes with those pages, and the answer streams in.
-    box = question.locator("textarea")
-    box.fill("What do these pages show?")
     box.press("Enter")
     expect(page.locator("#document-chat-stop")).to_be_visible()  # while it streams
     answer = page.locator("#document-chat-chatbot [data-testid='bot']").last

@@ -18,7 +18,9 @@ from interface.history import NOT_SAVED
 from interface.i18n import (
     EN,
     LANGUAGE_COOKIE,
+    LANGUAGE_HEADER,
     LANGUAGE_SCRIPT,
+    RAISED_TEMPLATES,
     ZH,
     english,
     language_of,
@@ -31,6 +33,7 @@ from interface.queueing import refuse_if_over
 from interface.tab_helpers import ADD_A_DOCUMENT, ADD_A_VIDEO, ADD_AN_IMAGE, EXAMPLES_LABEL
 from model_backend.documents import limits_text
 from model_backend.errors import InputError
+from model_backend.thinking import THINKING_TEMPERATURE
 from tests.scripted_backend import ScriptedBackend
 
 MODELS = ["first", "second"]
@@ -109,6 +112,19 @@ def test_the_tabs_main_texts_are_among_them(demo):
     assert ZH["Image chat"] == "图像对话" and ZH["中文"] == "English"
 
 
+def test_the_hints_say_to_press_enter_as_the_send_button_is_an_arrow(demo):
+    keys = [key_of(text) or str(text) for _, text in shown_texts(demo)]
+    assert [k for k in keys if "press Send" in k] == []
+    assert [c for c in ZH.values() if "按发送" in c] == []
+    assert "Examples (click one, then press Enter)" in keys
+
+
+def test_the_reasoning_hint_gives_the_thinking_temperature(demo):
+    hint = next(key_of(t) for where, t in shown_texts(demo) if "image-chat-reasoning info" in where)
+    assert hint.endswith(f"its thinking mode (temperature {THINKING_TEMPERATURE} advised)")
+    assert ZH[hint].endswith(f"其思考模式（建议温度 {THINKING_TEMPERATURE}）")
+
+
 def test_the_messages_the_interface_writes_are_translated():
     messages = [NOT_A_PAIR, ADD_AN_IMAGE, ADD_A_VIDEO, ADD_A_DOCUMENT, NOT_SAVED, EXAMPLES_LABEL]
     assert [m for m in [*messages, *VOTES.values()] if m not in ZH] == []
@@ -129,10 +145,23 @@ def test_the_messages_the_interface_writes_are_translated():
         (f"{LANGUAGE_COOKIE}=zh-CN", "en-US", "zh"),  # the switch wins
         (f"other=1; {LANGUAGE_COOKIE}=en", "zh-CN", "en"),
         ("not a cookie;;=", "zh-CN", "zh"),
+        # another app's malformed cookie on the same host does not hide the choice
+        (f'other="unclosed; {LANGUAGE_COOKIE}=zh-CN', "en-US", "zh"),
+        (f'{LANGUAGE_COOKIE}="zh-CN"; broken', "en-US", "zh"),
     ],
 )
 def test_the_language_of_a_request(cookie, accept_language, language):
     assert language_of(cookie, accept_language) == language
+
+
+def test_the_page_scripts_header_carries_the_choice_when_no_cookie_arrives():
+    """An embedded Space may get no cookie: the header the page script adds wins."""
+    assert language_of(None, "en-US", chosen="zh-CN") == "zh"
+    assert language_of(f"{LANGUAGE_COOKIE}=zh-CN", "zh-CN", chosen="en") == "en"
+    embedded = request_with(x_internvl_language="zh-CN", accept_language="en-US")
+    assert translate(ADD_AN_IMAGE, embedded) == "请先添加一张图像（上传、粘贴或摄像头）。"
+    assert f'"{LANGUAGE_HEADER}"' in LANGUAGE_SCRIPT  # the script sends the header it reads
+    assert "samesite=none; secure" in LANGUAGE_SCRIPT  # over https, for embedded pages
 
 
 def request_with(**headers) -> SimpleNamespace:
@@ -149,6 +178,16 @@ def test_a_server_message_in_the_request_language():
     # Outside an event (no request) and for texts it does not know: as written.
     assert translate(ADD_AN_IMAGE) == ADD_AN_IMAGE
     assert translate("The model's own error.", chinese) == "The model's own error."
+
+
+def test_a_message_that_only_ends_like_a_template_stays_as_it_is():
+    """General templates ("{count} pages", "{count} saved") never match other messages."""
+    chinese = request_with(accept_language="zh-CN")
+    assert translate("Please upload {count} pages", chinese, count=3) == "Please upload 3 pages"
+    assert translate("Please upload 3 pages", chinese) == "Please upload 3 pages"
+    assert translate("Your 2 notes were saved", chinese) == "Your 2 notes were saved"
+    assert translate("{count} pages", chinese, count=3) == "3 页"
+    assert set(RAISED_TEMPLATES) <= ZH.keys()
 
 
 def raised(check, *args) -> str:
@@ -174,3 +213,31 @@ def test_the_language_script_comes_first_in_the_page():
     assert rewritten.index(LANGUAGE_SCRIPT.encode()) < rewritten.index(b"gradio")
     assert rewritten.count(LANGUAGE_SCRIPT.encode()) == 1
     assert with_language_choice(b'{"not": "a page"}') == b'{"not": "a page"}'
+
+
+def test_the_titles_around_an_answer_follow_the_readers_language():
+    """The chat's own words (Thinking, Reasoning, Other answer) are written by the server, in
+    the language of the request rendering them; the memo of rendered turns keeps one per
+    language, so one reader's language never shows to another."""
+    from gradio.context import LocalContext
+
+    from interface.conversation import RENDERED, chat_view
+
+    RENDERED.clear()
+    turns = [
+        {"role": "user", "text": "What is it?"},
+        {"role": "assistant", "text": "<think>Fur.</think>\n\nA cat.", "stats": "9 tokens"},
+        {"role": "user", "text": "Sure?"},
+    ]
+
+    def titles(headers: dict) -> list[str]:
+        token = LocalContext.request.set(request_with(**headers))
+        try:
+            messages = chat_view(turns)[0]
+        finally:
+            LocalContext.request.reset(token)
+        return [m["metadata"]["title"] for m in messages if m.get("metadata")]
+
+    assert titles({"accept_language": "zh-CN,zh;q=0.9"}) == ["思考过程"]
+    assert titles({"accept_language": "en-US"}) == ["Thinking"]
+    assert titles({"cookie": f"{LANGUAGE_COOKIE}=zh-CN"}) == ["思考过程"]

@@ -19,16 +19,16 @@ from gradio_client import Client, handle_file
 from interface.security import CONTENT_SECURITY_POLICY, LoginThrottle, self_hosted_page
 from model_backend.remote import OpenAIBackend
 from tests.conftest import EXAMPLES, wait_until
-from tests.security_setup import FakeEngine, secure_app
+from tests.fake_engine import FakeEngine, Script
+from tests.security_setup import secure_app
 
 USER, PASSWORD = "ann", "secret"
 
 
 @pytest.fixture(scope="module")
 def engine():
-    engine = FakeEngine("A cat on a sofa.")
-    yield engine
-    engine.close()
+    with FakeEngine("fake", Script(answer="A cat on a sofa.", style="plain")) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

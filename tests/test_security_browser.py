@@ -12,11 +12,11 @@ from __future__ import annotations
 import pytest
 
 from model_backend.remote import OpenAIBackend
-from tests.conftest import CHROMIUM, EXAMPLES, wait_until
-from tests.security_setup import FakeEngine, RequestLog, secure_app
+from tests.conftest import CHROMIUM, EXAMPLES, playwright_expect, wait_until
+from tests.fake_engine import FakeEngine, Script
+from tests.security_setup import RequestLog, secure_app
 
-playwright = pytest.importorskip("playwright.sync_api")
-expect = playwright.expect
+expect = playwright_expect()  # waits up to 30 s: a loaded 2-core machine is slow to render
 
 pytestmark = [
     pytest.mark.browser,
@@ -107,9 +107,9 @@ def request_log():
 
 @pytest.fixture(scope="module")
 def engine(request_log):
-    engine = FakeEngine(PAYLOADS.format(log=request_log.origin), piece_size=24)
-    yield engine
-    engine.close()
+    payloads = PAYLOADS.format(log=request_log.origin)
+    with FakeEngine("fake", Script(answer=payloads, style="plain", chunk_chars=24)) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ def test_the_local_backend_loads_no_gradio():
     "module",
     [
         "types",
+        "thinking",
         "cancel",
         "prompt",
         "media",

@@ -109,6 +109,13 @@ def test_a_second_different_thinking_block_is_kept():
     assert split_thinking(text, final=True) == Reply("First.\n\nSecond.", ANSWER, True)
 
 
+def test_thousands_of_thinking_blocks_are_split_at_once():
+    # An API history may send anything back; only the second block is merged, no deeper.
+    text = "<think>a</think>" * 5000 + ANSWER
+    assert split_thinking(text, final=True).thinking == "a"
+    assert strip_thinking(text).endswith(ANSWER)
+
+
 def test_a_stray_second_closing_tag_is_dropped():
     text = f"<think>{THINKING}</think></think>{ANSWER}"
     assert split_thinking(text, final=True) == Reply(THINKING, ANSWER, True)
@@ -208,8 +215,17 @@ def test_a_system_prompt_the_user_wrote_comes_after_the_thinking_prompt():
 
 
 def test_without_the_switch_the_conversation_is_unchanged():
-    conversation = asked(False)
+    conversation = Conversation((Turn("user", "What is it?"),), DEFAULT_SYSTEM_PROMPT)
     assert apply_thinking_mode(conversation, DEFAULT_SYSTEM_PROMPT) is conversation
+
+
+def test_the_switch_turned_off_leaves_no_question_in_the_mpo_wrapper():
+    # Asked first with the switch on, then with it off: no thinking prompt, and the earlier
+    # question is not wrapped in the MPO prompt either (a thinking model never gets it).
+    messages = chat_messages(apply_thinking_mode(asked(False), DEFAULT_SYSTEM_PROMPT))
+    assert messages[0] == ("system", DEFAULT_SYSTEM_PROMPT)
+    assert messages[1] == ("user", "<image>\nDescribe it.")
+    assert not any(REASONING_PREFIX in text for _, text in messages)
 
 
 def test_the_prompt_holds_earlier_answers_without_their_thinking():

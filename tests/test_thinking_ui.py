@@ -17,6 +17,7 @@ from gradio_client import Client, handle_file
 from interface.chat import ChatPanel, ChatTab
 from interface.conversation import (
     assistant_turn,
+    history_to_turns,
     thinking_and_answer,
     to_chatbot,
     to_conversation,
@@ -28,6 +29,7 @@ from interface.history import MAX_TEXT_CHARS, clean_entry, make_entry, restored_
 from interface.settings import SETTING_NAMES
 from interface.streaming import ThinkingClock
 from model_backend.base import GenerationSettings
+from model_backend.errors import InputError
 from model_backend.prompt import chat_messages
 from model_backend.remote import OpenAIBackend
 from tests.conftest import CAT, COFFEE, launched
@@ -103,6 +105,21 @@ def test_a_tag_just_begun_is_shown_nowhere():
     assert shown["content"] == "…" and "metadata" not in shown
     assert thinking_and_answer("<thi", False, False) == ("", "")
     assert thinking_and_answer("A cat. ", False, True) == ("", "A cat. ")  # as written
+
+
+EMPTY_THINKING = "<think>\n\n</think>\n\nThe answer is 4."  # a model told not to think
+
+
+def test_an_empty_thinking_block_and_a_tag_still_streaming_are_never_shown():
+    (_, shown) = to_chatbot([user_turn("2 + 2?"), assistant_turn(EMPTY_THINKING, "5 tokens")])
+    assert "metadata" not in shown and shown["content"].startswith("The answer is 4.")
+    assert "think>" not in shown["content"]
+    (_, streaming) = to_chatbot([user_turn("2 + 2?"), assistant_turn("The answer </thi")])
+    assert streaming["content"] == "The answer"
+    record = export_record(
+        [user_turn("2 + 2?"), assistant_turn(EMPTY_THINKING, "5 tokens")], "m", {}
+    )
+    assert record["turns"][1]["text"] == "The answer is 4."
 
 
 def test_boxes_are_drawn_from_the_answer_only(tmp_path):
@@ -244,6 +261,42 @@ def test_grounding_and_compare_return_the_thinking_apart(client):
     assert (left, right, left_thinking, right_thinking) == (ANSWER, ANSWER, THINKING, THINKING)
 
 
+def test_the_api_answer_holds_no_empty_thinking_block_nor_a_tag_in_streaming(client, scripted):
+    scripted.reply = EMPTY_THINKING  # streamed 4 characters at a time: "<thi", "</th" ...
+    try:
+        job = client.submit(handle_file(CAT), "2 + 2?", api_name="/image_chat")
+        outputs = list(job)
+    finally:
+        scripted.reply = INLINE
+    assert job.result() == ("The answer is 4.", "")
+    assert outputs and not any("<" in answer or thinking for answer, thinking in outputs)
+
+
+def test_a_history_copied_from_the_chatbot_sends_no_thinking_nor_collapsible():
+    history = [
+        {"role": "user", "content": "What is it?"},
+        {"role": "assistant", "content": THINKING, "metadata": {"title": "Thinking"}},
+        {"role": "assistant", "content": ANSWER},
+        {"role": "user", "content": "How many?"},
+        {"role": "assistant", "content": "Step 1: count.", "metadata": {"title": "Reasoning"}},
+        {"role": "assistant", "content": "**Final answer:** one"},
+        {"role": "user", "content": "Sure?"},
+        {"role": "assistant", "content": "Two.", "metadata": {"title": "Other answer (1 of 2)"}},
+        {"role": "assistant", "content": "One.", "metadata": None},
+    ]
+    turns = history_to_turns(history)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("user", "What is it?"),
+        ("assistant", ANSWER),
+        ("user", "How many?"),
+        ("assistant", "**Final answer:** one"),
+        ("user", "Sure?"),
+        ("assistant", "One."),
+    ]
+    prompt = str(chat_messages(to_conversation([*turns, user_turn("And?")], "")))
+    assert "I see" not in prompt and "Step 1" not in prompt and "Two." not in prompt
+
+
 def test_thinking_sent_back_in_history_never_reaches_the_model(client, scripted):
     history = [
         {"role": "user", "content": "What is it?"},
@@ -333,4 +386,14 @@ def test_a_long_thinking_does_not_count_against_the_answer_length_limit():
     ]
     conversation = to_conversation(turns, "")
     conversation.check()  # refused as "answer too long" before the thinking was left out
-    assert conversation.turns[1].text == "A cat."
+    assert chat_messages(conversation)[1] == ("assistant", "A cat.")
+    too_long = {"role": "assistant", "text": "<think>Hm.</think>" + "a" * (MAX_ANSWER_CHARS + 1)}
+    with pytest.raises(InputError, match="answer"):
+        to_conversation([turns[0], too_long, turns[2]], "").check()
+
+
+def test_an_answer_that_speaks_of_the_closing_tag_reaches_the_model_whole():
+    # The thinking is left out once, by the prompt builder: a second pass would cut the answer.
+    answer = "Close the block with </think> when done."
+    turns = [user_turn("How?"), assistant_turn(f"<think>plan</think>{answer}"), user_turn("Ok?")]
+    assert chat_messages(to_conversation(turns, ""))[1] == ("assistant", answer)
