@@ -435,6 +435,10 @@ def history_to_turns(history: list | None) -> list[dict]:
         if message["role"] == "assistant" and titled_message(message):
             continue
         content = message.get("content", "")
+        if isinstance(content, dict):  # one block: a text, or a file (a chatbot's drawing)
+            if not is_text_block(content):
+                continue  # media come through the endpoint's own parameters
+            content = content["text"]
         if isinstance(content, list):
             content = "\n".join(
                 block.get("text", "") if isinstance(block, dict) else str(block)

@@ -25,7 +25,9 @@ class ScriptedBackend(Backend):
     """Answers `reply` with any of `models` (the first is the default), each with its own
     default system prompt (`prompts`, optional). Records every request: `conversations`, and
     `requests` as (model, chat) pairs; `cleared` records the chats whose cache was cleared.
-    A model in `too_large` cannot be loaded, as one that does not fit in memory."""
+    A model in `too_large` cannot be loaded, as one that does not fit in memory. While `hold`
+    is an unset Event, a reply waits before its first piece (a test sees it streaming, then
+    lets it go on)."""
 
     def __init__(
         self,
@@ -45,6 +47,7 @@ class ScriptedBackend(Backend):
         self.conversations: list[Conversation] = []
         self.requests: list[tuple[str, str | None]] = []
         self.cleared: list[str | None] = []
+        self.hold: threading.Event | None = None
         first = self.models[0]
         self.info = BackendInfo(model=first, kind="test", system_prompt=self.prompts.get(first))
 
@@ -77,11 +80,15 @@ class ScriptedBackend(Backend):
         self.conversations.append(conversation)
         self.requests.append((model, chat))
         stop = threading.Event()
+        hold = self.hold
 
         def pieces(finish):
             started = time.perf_counter()
             sent = 0
             try:
+                while hold is not None and not hold.is_set():
+                    if stop.wait(0.02):  # poll: held until the test lets it go on, or Stop
+                        break
                 for start in range(0, len(self.reply), self.piece_size):
                     if stop.wait(self.seconds_per_piece):  # the pace of a model, and Stop
                         break

@@ -4,6 +4,8 @@ stream. The app answers with a scripted backend (a known answer)."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from tests.conftest import ARTIFACTS, EXAMPLES, playwright_expect
@@ -18,7 +20,7 @@ ANSWER = "Page 2 shows a bar chart of the quarterly sales; page 3 holds a table 
 
 @pytest.fixture(scope="module")
 def scripted(gradio_temp_dir):
-    backend = ScriptedBackend(ANSWER, seconds_per_piece=0.05)  # about a second of streaming
+    backend = ScriptedBackend(ANSWER)
     with secure_app(backend) as (_, url):
         yield backend, url
 
@@ -56,8 +58,10 @@ def test_ask_about_chosen_pages_of_a_pdf(browser, scripted):
     expect(estimate).to_contain_text("sending 2")
 
     # Ask: the question goes with those pages, and the answer streams in.
+    backend.hold = threading.Event()  # the answer waits until Stop has been seen
     box.press("Enter")
     expect(page.locator("#document-chat-stop")).to_be_visible()  # while it streams
+    backend.hold.set()
     answer = page.locator("#document-chat-chatbot [data-testid='bot']").last
     expect(answer).to_contain_text(ANSWER)
     expect(answer).to_contain_text("tokens/s")  # the figures come once it is complete

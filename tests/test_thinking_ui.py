@@ -397,3 +397,19 @@ def test_an_answer_that_speaks_of_the_closing_tag_reaches_the_model_whole():
     answer = "Close the block with </think> when done."
     turns = [user_turn("How?"), assistant_turn(f"<think>plan</think>{answer}"), user_turn("Ok?")]
     assert chat_messages(to_conversation(turns, ""))[1] == ("assistant", answer)
+
+
+def test_a_file_message_in_a_history_copied_from_the_chatbot_is_not_taken_for_text():
+    from interface.conversation import history_to_turns
+
+    history = [
+        {"role": "user", "content": {"path": "/tmp/cat.jpg", "mime_type": "image/jpeg"}},
+        {"role": "user", "content": "Where is the <ref>cat</ref>?"},
+        {"role": "assistant", "content": {"type": "text", "text": "<ref>cat</ref> here."}},
+        {"role": "assistant", "content": {"path": "/tmp/drawing.png"}},  # the boxes drawn
+    ]
+    turns = history_to_turns(history)
+    assert [(turn["role"], turn["text"]) for turn in turns] == [
+        ("user", "Where is the <ref>cat</ref>?"),
+        ("assistant", "<ref>cat</ref> here."),
+    ]
